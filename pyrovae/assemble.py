@@ -1,0 +1,72 @@
+"""From a spec to objects: resolve every component's options, load data, build the VAE."""
+
+from __future__ import annotations
+
+import copy
+
+import pyro
+
+from . import data as datasets
+from . import guides, likelihoods, objectives, priors
+from .data import Data
+from .model import VAE
+from .networks import decoders, encoders
+from .spec import Component, Spec
+
+REGISTRIES = {
+    "data": datasets.registry,
+    "model.encoder": encoders,
+    "model.decoder": decoders,
+    "model.likelihood": likelihoods.registry,
+    "model.prior": priors.registry,
+    "model.guide": guides.registry,
+    "objective": objectives.registry,
+}
+
+
+def resolve(spec) -> Spec:
+    """The spec with every component's name checked and all its options filled in."""
+    spec = copy.deepcopy(Spec.load(spec))
+    for key, comp in spec.components():
+        full = REGISTRIES[key].check_options(comp.name, comp.options, key)
+        resolved = Component(comp.name, full)
+        if key.startswith("model."):
+            setattr(spec.model, key.split(".", 1)[1], resolved)
+        else:
+            setattr(spec, key, resolved)
+    return spec
+
+
+def load_data(spec: Spec) -> Data:
+    return datasets.load(spec.data.name, spec.data.options)
+
+
+def check_data(vae: VAE, data: Data) -> None:
+    """Reject data the likelihood cannot score, or of the wrong shape, before training."""
+    if tuple(data.shape) != vae.data_shape:
+        from .errors import DataError
+        raise DataError(f"data: examples have shape {data.shape}, the VAE was built for {vae.data_shape}")
+    for split in ("train", "test"):
+        vae.likelihood.check_data(getattr(data, split), f"data {data.name!r} ({split} split)")
+
+
+def build_vae(spec: Spec, data_shape) -> VAE:
+    """Construct the VAE's modules; parameters are initialised from ``spec.train.seed``."""
+    pyro.set_rng_seed(spec.train.seed)
+    return VAE(spec, data_shape)
+
+
+def build(spec=None, *, data: Data | None = None, data_shape=None) -> VAE:
+    """An untrained VAE from a spec (dict, path, ``Spec`` or None for the defaults).
+
+    The data shape comes from ``data_shape``, else from ``data``, else by loading
+    ``spec.data``; data given or loaded is checked against the likelihood's support.
+    """
+    spec = resolve(spec)
+    if data_shape is None:
+        data = load_data(spec) if data is None else data
+        data_shape = data.shape
+    vae = build_vae(spec, data_shape)
+    if data is not None:
+        check_data(vae, data)
+    return vae

@@ -1,0 +1,156 @@
+"""The ``pyrovae`` command: train, sample, evaluate, list."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .errors import PyrovaeError
+
+
+def _train(args) -> int:
+    from . import assemble as builder
+    from . import runs
+    from .spec import Spec
+    from .train import fit
+
+    if args.resume:
+        run_dir = Path(args.resume)
+        if args.config or args.out:
+            raise PyrovaeError("--resume continues a run with its own config; drop --config/--out")
+        ckpt = runs.read_checkpoint(run_dir)
+        spec = Spec.load(ckpt["spec"], args.set)
+        vae = builder.build_vae(builder.resolve(spec), ckpt["data_shape"])
+        data = builder.load_data(vae.spec)
+        if ckpt["epoch"] >= vae.spec.train.epochs:
+            print(f"run already trained {ckpt['epoch']} of {vae.spec.train.epochs} epochs; "
+                  f"raise it with --set train.epochs=N", file=sys.stderr)
+            return 0
+    else:
+        spec = builder.resolve(Spec.load(args.config, args.set))
+        data = builder.load_data(spec)
+        vae = builder.build(spec, data=data)
+        run_dir = (runs.prepare_out_dir(args.out) if args.out
+                   else runs.new_run_dir("runs", spec.data.name))
+    print(f"run directory: {run_dir}", file=sys.stderr)
+    history = fit(vae, data, run_dir=run_dir, resume=bool(args.resume), progress=not args.quiet)
+    last = history[-1] if history else {}
+    if "test_elbo" in last:
+        print(f"epoch {last['epoch']}: test ELBO {last['test_elbo']:.3f} ± {last['test_elbo_se']:.3f} "
+              f"nats per example (train objective {last['train_objective']:.3f}; "
+              f"{sum(h['seconds'] for h in history):.1f} seconds of training)")
+    print(f"wrote {run_dir}/: config.yaml checkpoint.pt metrics.jsonl samples.png "
+          f"reconstructions.png loss.png")
+    return 0
+
+
+def _sample(args) -> int:
+    import numpy as np
+    import torch
+
+    from .plots import save_grid
+    from .runs import load
+
+    vae = load(args.run_dir)
+    if args.n < 1:
+        raise PyrovaeError(f"-n must be a positive integer, got {args.n}")
+    out = Path(args.out)
+    if out.suffix not in (".png", ".npy", ".pt"):
+        raise PyrovaeError(f"--out {str(out)!r}: unknown file type {out.suffix!r} "
+                           f"(valid choices: .png, .npy, .pt)")
+    torch.manual_seed(args.seed)
+    with torch.no_grad():
+        x = vae.sample(args.n, mean=not args.draw)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix == ".png":
+        save_grid(x, out, ncol=min(10, args.n),
+                  title=f"{args.n} {'draws x' if args.draw else 'means E[x|z]'}, z ~ p(z)")
+    elif out.suffix == ".npy":
+        np.save(out, x.cpu().numpy())
+    else:
+        torch.save(x.cpu(), out)
+    print(f"wrote {args.n} samples to {out}")
+    return 0
+
+
+def _evaluate(args) -> int:
+    from .assemble import check_data, load_data
+    from .evaluate import evaluate
+    from .runs import load, write_text
+
+    vae = load(args.run_dir)
+    data = load_data(vae.spec)
+    check_data(vae, data)
+    res = evaluate(vae, data, split=args.split, seed=args.seed)
+    res["run_dir"], res["epoch"] = str(args.run_dir), vae.epoch
+    write_text(Path(args.run_dir) / "evaluation.json", json.dumps(res, indent=2) + "\n")
+    print(f"{args.split} split, {res['n']} examples, epoch {vae.epoch} (nats per example, ± 1 s.e.)")
+    rows = [("ELBO", "elbo"), ("reconstruction E_q log p(x|z)", "recon"),
+            (f"KL(q(z|x) || p(z)) [{res['kl_estimator']}]", "kl")]
+    for label, k in rows:
+        print(f"  {label:<42} {res[k]:>10.3f} ± {res[k + '_se']:.3f}")
+    print(f"  {'-ELBO in bits per dimension':<42} {res['neg_elbo_bits_per_dim']:>10.4f} ± "
+          f"{res['neg_elbo_bits_per_dim_se']:.4f}")
+    print(f"wrote {Path(args.run_dir) / 'evaluation.json'}")
+    return 0
+
+
+def _list(args) -> int:
+    from .assemble import REGISTRIES
+
+    for key, reg in REGISTRIES.items():
+        print(f"{key}  ({reg.kind})")
+        for name in reg.names():
+            opts = reg.options(name)
+            desc = reg.describe(name)
+            print(f"  {name:<18} {desc}")
+            for o in opts.values():
+                print(f"      {o.name} = {'(required)' if o.required else json.dumps(o.default)}")
+        print()
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="pyrovae", description="Variational autoencoders as Pyro programs.")
+    sub = p.add_subparsers(dest="command", required=True)
+    t = sub.add_parser("train", help="train a VAE (default: MLP VAE on the embedded digits)")
+    t.add_argument("--config", help="spec file (.yaml, .toml or .json)")
+    t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a spec key, e.g. --set model.latent_dim=16 (repeatable)")
+    t.add_argument("--out", help="run directory (default: runs/<data>-NNN)")
+    t.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR")
+    t.add_argument("--quiet", action="store_true", help="no progress bar")
+    t.set_defaults(func=_train)
+    s = sub.add_parser("sample", help="draw samples from a trained VAE")
+    s.add_argument("run_dir")
+    s.add_argument("-n", type=int, default=64, help="number of samples")
+    s.add_argument("--out", required=True, help="output file: .png grid, .npy or .pt array")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--draw", action="store_true", help="draw x ~ p(x|z) instead of E[x|z]")
+    s.set_defaults(func=_sample)
+    e = sub.add_parser("evaluate", help="ELBO, reconstruction and KL of a trained VAE")
+    e.add_argument("run_dir")
+    e.add_argument("--split", choices=["train", "test"], default="test")
+    e.add_argument("--seed", type=int, default=0)
+    e.set_defaults(func=_evaluate)
+    ls = sub.add_parser("list", help="every registered component with its options")
+    ls.set_defaults(func=_list)
+    return p
+
+
+def main(argv=None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except PyrovaeError as e:
+        print(f"pyrovae: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("pyrovae: interrupted; the last checkpoint written is intact", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
