@@ -50,6 +50,12 @@ def check_data(vae: VAE, data: Data) -> None:
         vae.likelihood.check_data(getattr(data, split), f"data {data.name!r} ({split} split)")
 
 
+def build_objective(vae: VAE) -> objectives.Objective:
+    """The spec's objective wrapped around ``vae``."""
+    o = vae.spec.objective
+    return objectives.registry.build(o.name, o.options, "objective", vae)
+
+
 def build_vae(spec: Spec, data_shape) -> VAE:
     """Construct the VAE's modules; parameters are initialised from ``spec.train.seed``."""
     pyro.set_rng_seed(spec.train.seed)
@@ -67,6 +73,7 @@ def build(spec=None, *, data: Data | None = None, data_shape=None) -> VAE:
         data = load_data(spec) if data is None else data
         data_shape = data.shape
     vae = build_vae(spec, data_shape)
+    build_objective(vae)  # option values are checked now, not at the first training step
     if data is not None:
         check_data(vae, data)
     return vae

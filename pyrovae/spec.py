@@ -70,7 +70,7 @@ class ModelSpec:
 class TrainSpec:
     """``train`` section: the SVI loop's settings."""
 
-    epochs: int = 300
+    epochs: int = 500
     batch_size: int = 128
     lr: float = 1.0e-3
     seed: int = 0

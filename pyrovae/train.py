@@ -19,8 +19,8 @@ import pyro
 import torch
 from tqdm.auto import tqdm
 
-from . import objectives, runs
-from .assemble import check_data, load_data
+from . import runs
+from .assemble import build_objective, check_data, load_data
 from .data import Data
 from .errors import RunDirError, SpecError, TrainingDiverged
 from .evaluate import evaluate
@@ -81,8 +81,7 @@ def fit(vae, data=None, *, run_dir: str | Path | None = None, resume: bool = Fal
     check_data(vae, data)
     vae.to(device)
     data = data.to(device)
-    objective = objectives.registry.build(
-        vae.spec.objective.name, vae.spec.objective.options, "objective", vae)
+    objective = build_objective(vae)
     optimizer = make_optimizer(vae, opts.lr)
 
     history: list[dict] = []
