@@ -5,10 +5,12 @@ from __future__ import annotations
 import copy
 
 import pyro
+import torch
 
 from . import data as datasets
 from . import guides, likelihoods, objectives, priors
 from .data import Data
+from .errors import DataError, SpecError
 from .model import VAE
 from .networks import decoders, encoders
 from .spec import Component, Spec
@@ -37,6 +39,17 @@ def resolve(spec) -> Spec:
     return spec
 
 
+def resolve_device(device: str) -> torch.device:
+    """``auto`` -> CUDA when present, else CPU."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise SpecError("train.device", f"{device!r} asked for, but CUDA is not available",
+                        choices=["auto", "cpu"])
+    return dev
+
+
 def load_data(spec: Spec) -> Data:
     return datasets.load(spec.data.name, spec.data.options)
 
@@ -44,7 +57,6 @@ def load_data(spec: Spec) -> Data:
 def check_data(vae: VAE, data: Data) -> None:
     """Reject data the likelihood cannot score, or of the wrong shape, before training."""
     if tuple(data.shape) != vae.data_shape:
-        from .errors import DataError
         raise DataError(f"data: examples have shape {data.shape}, the VAE was built for {vae.data_shape}")
     for split in ("train", "test"):
         vae.likelihood.check_data(getattr(data, split), f"data {data.name!r} ({split} split)")
@@ -69,6 +81,7 @@ def build(spec=None, *, data: Data | None = None, data_shape=None) -> VAE:
     ``spec.data``; data given or loaded is checked against the likelihood's support.
     """
     spec = resolve(spec)
+    resolve_device(spec.train.device)  # an unusable device fails here, before any output
     if data_shape is None:
         data = load_data(spec) if data is None else data
         data_shape = data.shape

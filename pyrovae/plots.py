@@ -43,8 +43,7 @@ def save_grid(x: torch.Tensor, path, *, ncol: int = 10, title: str = "") -> Path
         lo, hi = 0.0, 1.0
     fig, ax = plt.subplots(figsize=(min(12, 1 + 0.02 * grid.shape[1] + ncol * 0.6),
                                     max(2, 0.6 * grid.shape[0] / max(1, grid.shape[1]) * ncol + 1)))
-    cmap = plt.get_cmap("gray").copy()
-    cmap.set_bad("white")
+    cmap = plt.get_cmap("gray").with_extremes(bad="white")
     ax.imshow(np.ma.masked_invalid(grid), cmap=cmap, vmin=lo, vmax=hi, interpolation="nearest")
     ax.set_axis_off()
     if title:

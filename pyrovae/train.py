@@ -20,22 +20,11 @@ import torch
 from tqdm.auto import tqdm
 
 from . import runs
-from .assemble import build_objective, check_data, load_data
+from .assemble import build_objective, check_data, load_data, resolve_device
 from .data import Data
 from .errors import RunDirError, SpecError, TrainingDiverged
 from .evaluate import evaluate
 from .spec import Spec, TrainSpec
-
-
-def resolve_device(device: str) -> torch.device:
-    """``auto`` -> CUDA when present, else CPU."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise SpecError("train.device", f"{device!r} asked for, but CUDA is not available",
-                        choices=["auto", "cpu"])
-    return dev
 
 
 def as_data(data, spec: Spec) -> Data:
