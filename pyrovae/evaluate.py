@@ -15,6 +15,7 @@ import math
 
 import torch
 from pyro import poutine
+from pyro.poutine.util import prune_subsample_sites
 from torch.distributions import kl_divergence
 
 from .data import Data
@@ -33,8 +34,9 @@ def elbo_parts(vae, x: torch.Tensor, *, batch_size: int = 1024) -> dict[str, tor
     with torch.no_grad(), vae.unregistered():
         for xb in x.split(batch_size):
             n = xb.shape[0]
-            guide_tr = poutine.trace(vae.guide).get_trace(xb)
-            model_tr = poutine.trace(poutine.replay(vae.model, trace=guide_tr)).get_trace(xb)
+            guide_tr = prune_subsample_sites(poutine.trace(vae.guide).get_trace(xb))
+            model_tr = prune_subsample_sites(
+                poutine.trace(poutine.replay(vae.model, trace=guide_tr)).get_trace(xb))
             r = xb.new_zeros(n)
             k = xb.new_zeros(n)
             for name, site in model_tr.nodes.items():
