@@ -22,6 +22,11 @@ def _train(args) -> int:
             raise PyrovaeError("--resume continues a run with its own config; drop --config/--out")
         ckpt = runs.read_checkpoint(run_dir)
         spec = Spec.load(ckpt["spec"], args.set)
+        changed = [k for k, v in spec.to_dict().items() if k != "train" and v != ckpt["spec"][k]]
+        if changed:
+            raise PyrovaeError(
+                f"--resume continues the saved model: only train.* keys may change, "
+                f"but --set changes {', '.join(changed)}")
         vae = builder.build_vae(builder.resolve(spec), ckpt["data_shape"])
         data = builder.load_data(vae.spec)
         if ckpt["epoch"] >= vae.spec.train.epochs:

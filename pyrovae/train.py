@@ -81,7 +81,7 @@ def fit(vae, data=None, *, run_dir: str | Path | None = None, resume: bool = Fal
     if resume:
         if run_dir is None:
             raise RunDirError("resume=True needs run_dir")
-        ckpt = runs.read_checkpoint(run_dir, map_location=device)
+        ckpt = runs.read_checkpoint(run_dir)  # CPU: RNG states must stay there
         vae.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         for group in optimizer.param_groups:  # a --set train.lr on resume takes effect

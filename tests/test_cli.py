@@ -64,6 +64,8 @@ def test_resume_continues_and_refuses_to_overwrite(run, tmp_path):
     run_dir, _ = run
     r = pyrovae("train", *SMALL, "--out", str(run_dir), cwd=tmp_path)
     assert r.returncode == 2 and "already holds a run" in r.stderr and "Traceback" not in r.stderr
+    r = pyrovae("train", "--resume", str(run_dir), "--set", "model.latent_dim=5", cwd=tmp_path)
+    assert r.returncode == 2 and "only train.* keys" in r.stderr and "model" in r.stderr
     before = torch.load(run_dir / "checkpoint.pt", weights_only=True)["epoch"]
     r = pyrovae("train", "--resume", str(run_dir), "--set", "train.epochs=3", "--quiet", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
