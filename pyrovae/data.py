@@ -38,7 +38,7 @@ class Data:
     def is_image(self) -> bool:
         return len(self.shape) == 3 and self.shape[0] in (1, 3)
 
-    def to(self, device) -> "Data":
+    def to(self, device) -> Data:
         move = lambda t: None if t is None else t.to(device)  # noqa: E731
         return replace(self, train=move(self.train), test=move(self.test),
                        train_labels=move(self.train_labels), test_labels=move(self.test_labels))

@@ -53,7 +53,7 @@ class VAE(nn.Module):
         """
         self._register()
         n = self._batch(x, batch_size)
-        with self._plate(n, num_data):
+        with self._plate(n, num_data, x):
             z = pyro.sample("z", self.prior(torch.Size((n,))))
             return pyro.sample("x", self.likelihood(self.decoder(z)), obs=x)
 
@@ -62,7 +62,7 @@ class VAE(nn.Module):
         if x is None:
             raise ValueError("the guide q(z|x) needs data x")
         self._register()
-        with self._plate(x.shape[0], num_data):
+        with self._plate(x.shape[0], num_data, x):
             return pyro.sample("z", self.guide_head(self.encoder(x)))
 
     # ---- conveniences (plain torch, no Pyro effects) ----------------------------------
@@ -123,8 +123,8 @@ class VAE(nn.Module):
             return x.shape[0]
         return 1 if batch_size is None else int(batch_size)
 
-    def _plate(self, n: int, num_data: int | None):
-        device = self.device
+    def _plate(self, n: int, num_data: int | None, x):
+        device = self.device if x is None else x.device
         if num_data is None or num_data == n:
             return pyro.plate("data", n, device=device)
         # A minibatch of a larger set: indices only fix the scale num_data / n.

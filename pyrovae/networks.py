@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 
-import torch
 from torch import nn
 
 from .registry import Registry
@@ -51,7 +50,7 @@ def mlp(sizes: list[int], activation: str, dropout: float = 0.0) -> nn.Sequentia
     """Linear layers of ``sizes`` with ``activation`` between them (none after the last)."""
     act = _activation(activation)
     layers: list[nn.Module] = []
-    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
         layers.append(nn.Linear(a, b))
         if i < len(sizes) - 2:
             layers.append(act())

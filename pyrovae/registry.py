@@ -9,9 +9,10 @@ signature, so `pyrovae list`, validation and the resolved spec never go stale.
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.metadata import entry_points
-from typing import Any, Callable
+from typing import Any
 
 from .errors import PyrovaeError, SpecError
 

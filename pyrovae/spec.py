@@ -30,7 +30,7 @@ class Component:
     options: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def parse(cls, value, key: str) -> "Component":
+    def parse(cls, value, key: str) -> Component:
         if isinstance(value, Component):
             return Component(value.name, dict(value.options))
         if isinstance(value, str):
@@ -89,7 +89,7 @@ class Spec:
 
     # ---- construction -------------------------------------------------------------
     @classmethod
-    def from_dict(cls, d: dict | None) -> "Spec":
+    def from_dict(cls, d: dict | None) -> Spec:
         d = {} if d is None else d
         if not isinstance(d, dict):
             raise SpecError("", f"a spec must be a mapping of sections, got {d!r}")
@@ -107,7 +107,7 @@ class Spec:
         return spec
 
     @classmethod
-    def load(cls, source=None, overrides=()) -> "Spec":
+    def load(cls, source=None, overrides=()) -> Spec:
         """Load from a ``Spec``, dict, file path (.yaml/.yml/.toml/.json) or None (defaults),
         then apply ``overrides`` (``"a.b=value"`` strings)."""
         if isinstance(source, Spec):

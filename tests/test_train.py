@@ -101,6 +101,7 @@ def test_trace_meanfield_elbo_and_beta_train(small_data):
 
 def test_beta_scales_exactly_the_latent_site(small_vae, small_data):
     from pyro import poutine
+
     from pyrovae.assemble import build_objective
     small_vae.spec = pyrovae.Spec.load(small_vae.spec, ["objective.beta=3.0"])
     obj = build_objective(small_vae)
