@@ -75,7 +75,7 @@ class TrainSpec:
     lr: float = 1.0e-3
     seed: int = 0
     device: str = "auto"
-    checkpoint_every: int = 1
+    checkpoint_every: int = 10  # epochs; the last epoch is always saved
 
 
 @dataclass
