@@ -112,6 +112,14 @@ def _image_shape(shape, key_sizes=(28,)) -> tuple[int, int, int]:
     return tuple(shape)
 
 
+def _check_conv_sizes(channels, hidden) -> list[int]:
+    channels = _check_hidden(channels)
+    if len(channels) != 2 or isinstance(hidden, bool) or not isinstance(hidden, int) or hidden < 1:
+        raise ValueError(f"channels must be two positive integers and hidden a positive "
+                         f"integer, got channels={channels!r}, hidden={hidden!r}")
+    return channels
+
+
 @encoders.register("conv")
 class ConvEncoder(Encoder):
     """Two 4x4 stride-2 convolutions (28 -> 14 -> 7) then a dense layer of ``hidden`` units."""
@@ -120,10 +128,7 @@ class ConvEncoder(Encoder):
                  activation: str = "relu"):
         super().__init__()
         c, h, _ = _image_shape(input_shape)
-        channels = _check_hidden(channels)
-        if len(channels) != 2 or not isinstance(hidden, int) or hidden < 1:
-            raise ValueError(f"channels must be two positive integers and hidden a positive "
-                             f"integer, got channels={channels!r}, hidden={hidden!r}")
+        channels = _check_conv_sizes(channels, hidden)
         act = _activation(activation)
         self.net = nn.Sequential(
             nn.Conv2d(c, channels[0], 4, 2, 1), act(),
@@ -144,11 +149,8 @@ class ConvDecoder(Decoder):
                  activation: str = "relu"):
         super().__init__()
         p, *data_shape = output_shape
-        c, h, w = _image_shape(data_shape)
-        channels = _check_hidden(channels)
-        if len(channels) != 2 or not isinstance(hidden, int) or hidden < 1:
-            raise ValueError(f"channels must be two positive integers and hidden a positive "
-                             f"integer, got channels={channels!r}, hidden={hidden!r}")
+        c, h, _ = _image_shape(data_shape)
+        channels = _check_conv_sizes(channels, hidden)
         act = _activation(activation)
         self.output_shape = tuple(output_shape)
         s = h // 4

@@ -117,3 +117,25 @@ def test_plain_tensor_data_is_accepted(small_vae, small_data):
     assert "test_elbo" in h[0]
     h = pyrovae.fit(small_vae, small_data.train, epochs=1, progress=False)
     assert "test_elbo" not in h[0]
+
+
+def test_first_step_is_validated_so_a_component_shape_bug_is_caught(small_data):
+    import pyro.distributions as dist
+
+    @pyrovae.likelihoods.register("test_forgot_to_event")
+    class Forgot(pyrovae.likelihoods.Likelihood):
+        """A buggy user likelihood: no .to_event, so its batch shape is wrong."""
+
+        def forward(self, params):
+            return dist.Normal(self.split(params)[0], 1.0)
+
+        def mean(self, params):
+            return self.split(params)[0]
+
+    try:
+        vae = pyrovae.build(small_spec(**{"model.likelihood": "test_forgot_to_event"}),
+                            data=small_data)
+        with pytest.raises(ValueError, match="plate"):
+            pyrovae.fit(vae, small_data, epochs=1, progress=False)
+    finally:
+        pyrovae.likelihoods.registry._entries.pop("test_forgot_to_event")
