@@ -137,7 +137,7 @@ def fit(vae, data=None, *, run_dir: str | Path | None = None, resume: bool = Fal
                               test_recon=ev["recon"], test_kl=ev["kl"])
             record["seconds"] = seconds
             history.append(record)
-            bar.set_postfix_str(_postfix(record))
+            bar.set_postfix_str(_postfix(record), refresh=False)
             last = epoch + 1 == opts.epochs
             if run_dir is not None:
                 if (epoch + 1) % opts.checkpoint_every == 0 or last:
