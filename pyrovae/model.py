@@ -41,6 +41,7 @@ class VAE(nn.Module):
             m.decoder.name, m.decoder.options, "model.decoder", m.latent_dim,
             (self.likelihood.num_params, *self.data_shape))
         self.prior = priors.registry.build(m.prior.name, m.prior.options, "model.prior", m.latent_dim)
+        self.prior.bind(self)
         self._register_params = True
 
     # ---- the two Pyro programs ------------------------------------------------------

@@ -21,6 +21,11 @@ class Prior(nn.Module, metaclass=ABCMeta):
         super().__init__()
         self.latent_dim = latent_dim
 
+    def bind(self, vae) -> None:
+        """Called once the VAE is assembled. A prior that needs other parts (the
+        VampPrior pushes pseudo-inputs through ``vae.encode``) keeps them here; it must
+        not store ``vae`` as a submodule attribute."""
+
     @abstractmethod
     def forward(self, batch_shape: torch.Size) -> dist.TorchDistribution:
         """p(z) with batch shape ``batch_shape`` and event shape ``(latent_dim,)``."""
