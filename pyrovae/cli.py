@@ -21,6 +21,7 @@ def _train(args) -> int:
         if args.config or args.out:
             raise PyrovaeError("--resume continues a run with its own config; drop --config/--out")
         ckpt = runs.read_checkpoint(run_dir)
+        runs.import_components(Spec.from_dict(ckpt["spec"]), ckpt.get("component_modules", {}), run_dir)
         spec = Spec.load(ckpt["spec"], args.set)
         changed = [k for k, v in spec.to_dict().items() if k != "train" and v != ckpt["spec"][k]]
         if changed:

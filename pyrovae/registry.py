@@ -9,6 +9,7 @@ signature, so `pyrovae list`, validation and the resolved spec never go stale.
 from __future__ import annotations
 
 import inspect
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.metadata import entry_points
@@ -21,13 +22,26 @@ _plugins_loaded = False
 
 
 def load_plugins() -> None:
-    """Import every module advertised under the ``pyrovae.plugins`` entry-point group once."""
+    """Import every module advertised under the ``pyrovae.plugins`` entry-point group, once.
+
+    A plugin package declares, in its pyproject.toml::
+
+        [project.entry-points."pyrovae.plugins"]
+        my_plugin = "my_package.components"
+
+    and registers its components at import time. A plugin that fails to import is
+    reported with a warning naming it, and the rest of the library keeps working.
+    """
     global _plugins_loaded
     if _plugins_loaded:
         return
     _plugins_loaded = True
     for ep in entry_points(group=PLUGIN_GROUP):
-        ep.load()
+        try:
+            ep.load()
+        except Exception as e:  # a broken third-party package must not break pyrovae
+            warnings.warn(f"pyrovae plugin {ep.name!r} ({ep.value}) failed to import: {e!r}",
+                          stacklevel=2)
 
 
 @dataclass(frozen=True)
@@ -62,6 +76,10 @@ class Registry:
             return f
 
         return add if factory is None else add(factory)
+
+    def module_of(self, name: str) -> str:
+        """The module that registered ``name`` (saved with a run, to re-import at load)."""
+        return getattr(self.get(name), "__module__", "")
 
     def names(self) -> list[str]:
         load_plugins()

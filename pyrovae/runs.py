@@ -10,6 +10,7 @@ half-written checkpoint; checkpoints load with ``torch.load(weights_only=True)``
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import random
@@ -74,8 +75,41 @@ def save_checkpoint(run_dir: Path, *, vae, optimizer, epoch: int, history: list)
         "epoch": epoch,
         "rng": rng_state(),
         "history": history,
+        "component_modules": component_modules(vae.spec),
     }
     atomic_write(Path(run_dir) / CHECKPOINT, lambda p: torch.save(blob, p))
+
+
+def component_modules(spec) -> dict[str, str]:
+    """Key path -> module that registered the component named there."""
+    from .assemble import REGISTRIES
+
+    return {key: REGISTRIES[key].module_of(comp.name) for key, comp in spec.components()}
+
+
+def import_components(spec, modules: dict[str, str], run_dir) -> None:
+    """Make sure every component of a saved spec is registered, importing the module
+    that registered it when the run was saved; a clear error says what to import."""
+    from .assemble import REGISTRIES
+
+    for key, comp in spec.components():
+        registry = REGISTRIES[key]
+        if comp.name in registry:
+            continue
+        module = modules.get(key, "")
+        if module and module != "__main__":
+            try:
+                importlib.import_module(module)
+            except ImportError:
+                pass
+            if comp.name in registry:
+                continue
+        where = ("a script run as __main__" if module == "__main__"
+                 else f"module {module!r}" if module else "an unknown module")
+        raise RunDirError(
+            f"run {str(run_dir)!r} uses {registry.kind} {comp.name!r} ({key}), registered by "
+            f"{where}, which is not registered now. Import the module that defines it "
+            f"(or run the code that registers it) before loading the run.")
 
 
 def read_checkpoint(run_dir, map_location="cpu") -> dict:
@@ -110,6 +144,7 @@ def load(run_dir, *, device: str | torch.device = "cpu"):
 
     ckpt = read_checkpoint(run_dir)
     spec = Spec.from_dict(ckpt["spec"])
+    import_components(spec, ckpt.get("component_modules", {}), run_dir)
     vae = build_vae(spec, ckpt["data_shape"])
     vae.load_state_dict(ckpt["model"])
     vae.run_dir = Path(run_dir)
