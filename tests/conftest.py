@@ -52,5 +52,12 @@ def ppca_log_marginal(vae, x):
     """Exact log N(x; b, W Wᵀ + σ² I) from the linear decoder's weights."""
     lin = vae.decoder.net[0]
     W, b = lin.weight.detach().double(), lin.bias.detach().double()
-    cov = W @ W.T + vae.likelihood.scale.double() ** 2 * torch.eye(W.shape[0], dtype=torch.double)
+    cov = W @ W.T + torch.diag(ppca_noise_var(vae))
     return torch.distributions.MultivariateNormal(b, cov).log_prob(x.double())
+
+
+def ppca_noise_var(vae) -> torch.Tensor:
+    """σ² per feature of a linear-Gaussian VAE, read off its likelihood (fixed or learned)."""
+    with torch.no_grad():
+        p = vae.decode(torch.zeros(1, vae.latent_dim))
+    return p.base_dist.scale.double().expand(1, *vae.data_shape)[0] ** 2
