@@ -27,7 +27,8 @@ class Encoder(nn.Module):
 
 
 class Decoder(nn.Module):
-    """Base class: maps ``(B, latent_dim)`` to ``(B, *output_shape)``."""
+    """Base class: maps ``(*batch, latent_dim)`` to ``(*batch, *output_shape)``; ``batch``
+    may hold leading particle dimensions."""
 
 
 def _check_hidden(hidden) -> list[int]:
@@ -74,8 +75,8 @@ class MLPEncoder(Encoder):
         super().__init__()
         hidden = _check_hidden(hidden)
         d_in = math.prod(input_shape)
-        self.net = nn.Sequential(
-            nn.Flatten(), mlp([d_in, *hidden], activation, _check_dropout(dropout))
+        self.net = nn.Sequential(  # flatten the example dims only: leading dims may be particles
+            nn.Flatten(-len(input_shape), -1), mlp([d_in, *hidden], activation, _check_dropout(dropout))
         )
         # The activation also follows the last hidden layer: features feed a linear head.
         if hidden:
@@ -103,64 +104,106 @@ class MLPDecoder(Decoder):
         return self.net(z).reshape(*z.shape[:-1], *self.output_shape)
 
 
-def _image_shape(shape, key_sizes=(28,)) -> tuple[int, int, int]:
-    if len(shape) != 3 or shape[1] != shape[2] or shape[1] not in key_sizes:
+# The conv stacks, by image size: 4x4 stride-2 convolutions halve the maps down to
+# ``final`` x ``final``; CONV_CHANNELS are the encoder's standard channel counts (the
+# decoder mirrors them).
+CONV_DEPTH = {28: 2, 32: 3, 64: 4}
+CONV_FINAL = {28: 7, 32: 4, 64: 4}
+CONV_CHANNELS = {28: (32, 64), 32: (32, 32, 64), 64: (32, 32, 64, 64)}
+
+
+def _image_shape(shape) -> tuple[int, int, int]:
+    sizes = sorted(CONV_DEPTH)
+    if len(shape) != 3 or shape[1] != shape[2] or shape[1] not in CONV_DEPTH:
         raise ValueError(
             f"conv networks need square images shaped (channels, H, W) with H in "
-            f"{list(key_sizes)}; the data has shape {tuple(shape)}. Use the mlp network for it"
+            f"{sizes}; the data has shape {tuple(shape)}. Use the mlp network for it"
         )
     return tuple(shape)
 
 
-def _check_conv_sizes(channels, hidden) -> list[int]:
-    channels = _check_hidden(channels)
-    if len(channels) != 2 or isinstance(hidden, bool) or not isinstance(hidden, int) or hidden < 1:
-        raise ValueError(f"channels must be two positive integers and hidden a positive "
-                         f"integer, got channels={channels!r}, hidden={hidden!r}")
-    return channels
+def _conv_sizes(size: int, channels, hidden, default) -> list[int]:
+    """Validated channel counts for ``size``-pixel images (``default`` when null) and hidden."""
+    if isinstance(hidden, bool) or not isinstance(hidden, int) or hidden < 1:
+        raise ValueError(f"hidden must be a positive integer, got {hidden!r}")
+    if channels is None:
+        return list(default)
+    n = CONV_DEPTH[size]
+    if not isinstance(channels, (list, tuple)) or len(channels) != n or not all(
+        isinstance(c, int) and not isinstance(c, bool) and c > 0 for c in channels
+    ):
+        raise ValueError(
+            f"channels for {size}x{size} images must be null (the standard stack "
+            f"{list(default)}) or {n} positive integers, one per 4x4 stride-2 layer; "
+            f"got {channels!r}"
+        )
+    return list(channels)
 
 
 @encoders.register("conv")
 class ConvEncoder(Encoder):
-    """Two 4x4 stride-2 convolutions (28 -> 14 -> 7) then a dense layer of ``hidden`` units."""
+    """Convolutional, by image size: 4x4 stride-2 convolutions of ``channels`` then a dense
+    layer of ``hidden`` units: 28x28: 32, 64 (28 -> 14 -> 7); 32x32: 32, 32, 64 (-> 4);
+    64x64: 32, 32, 64, 64 (-> 4), the usual disentanglement encoder.
 
-    def __init__(self, input_shape, *, channels=(32, 64), hidden: int = 256,
+    Images are (channels, H, W) with any number of channels and H = W in {28, 32, 64}.
+    ``channels: null`` is the standard stack for the image size; a list must give one
+    count per convolution (2 for 28x28, 3 for 32x32, 4 for 64x64).
+    """
+
+    def __init__(self, input_shape, *, channels: list[int] | None = None, hidden: int = 256,
                  activation: str = "relu"):
         super().__init__()
         c, h, _ = _image_shape(input_shape)
-        channels = _check_conv_sizes(channels, hidden)
+        channels = _conv_sizes(h, channels, hidden, CONV_CHANNELS[h])
         act = _activation(activation)
-        self.net = nn.Sequential(
-            nn.Conv2d(c, channels[0], 4, 2, 1), act(),
-            nn.Conv2d(channels[0], channels[1], 4, 2, 1), act(),
-            nn.Flatten(), nn.Linear(channels[1] * (h // 4) ** 2, hidden), act(),
-        )
+        self.input_shape = (c, h, h)
+        layers: list[nn.Module] = []
+        for a, b in zip([c, *channels[:-1]], channels, strict=True):
+            layers += [nn.Conv2d(a, b, 4, 2, 1), act()]
+        s = CONV_FINAL[h]
+        layers += [nn.Flatten(), nn.Linear(channels[-1] * s * s, hidden), act()]
+        self.net = nn.Sequential(*layers)
         self.out_features = hidden
 
     def forward(self, x):
-        return self.net(x)
+        batch = x.shape[:-3]
+        out = self.net(x.reshape(-1, *self.input_shape))
+        return out.reshape(*batch, self.out_features)
 
 
 @decoders.register("conv")
 class ConvDecoder(Decoder):
-    """Mirror of the conv encoder: dense to 7x7 maps, two 4x4 stride-2 transposed convs."""
+    """Mirror of the conv encoder: dense ``hidden`` units, dense to ``channels[0]`` maps of
+    the smallest size, then 4x4 stride-2 transposed convolutions through ``channels[1:]``
+    to image channels x likelihood parameters: 28x28: 64, 32 (7 -> 14 -> 28); 32x32: 64,
+    32, 32 (4 -> 8 -> 16 -> 32); 64x64: 64, 64, 32, 32 (4 -> ... -> 64).
 
-    def __init__(self, latent_dim: int, output_shape, *, channels=(64, 32), hidden: int = 256,
-                 activation: str = "relu"):
+    ``channels: null`` is the standard stack for the image size (the encoder's, reversed);
+    a list must have one entry per transposed convolution (2 for 28x28, 3 for 32x32, 4
+    for 64x64): the first is the depth of the dense layer's maps.
+    """
+
+    def __init__(self, latent_dim: int, output_shape, *, channels: list[int] | None = None,
+                 hidden: int = 256, activation: str = "relu"):
         super().__init__()
         p, *data_shape = output_shape
         c, h, _ = _image_shape(data_shape)
-        channels = _check_conv_sizes(channels, hidden)
+        channels = _conv_sizes(h, channels, hidden, CONV_CHANNELS[h][::-1])
         act = _activation(activation)
         self.output_shape = tuple(output_shape)
-        s = h // 4
-        self.net = nn.Sequential(
+        s = CONV_FINAL[h]
+        layers: list[nn.Module] = [
             nn.Linear(latent_dim, hidden), act(),
             nn.Linear(hidden, channels[0] * s * s), act(),
             nn.Unflatten(-1, (channels[0], s, s)),
-            nn.ConvTranspose2d(channels[0], channels[1], 4, 2, 1), act(),
-            nn.ConvTranspose2d(channels[1], p * c, 4, 2, 1),
-        )
+        ]
+        outs = [*channels[1:], p * c]
+        for i, (a, b) in enumerate(zip(channels, outs, strict=True)):
+            layers.append(nn.ConvTranspose2d(a, b, 4, 2, 1))
+            if i < len(outs) - 1:
+                layers.append(act())
+        self.net = nn.Sequential(*layers)
 
     def forward(self, z):
         batch = z.shape[:-1]
