@@ -14,6 +14,7 @@ from torch import nn
 from torch.distributions.kl import register_kl
 from torch.nn import functional as F
 
+from .options import check_choice, check_int, check_int_list, check_nonnegative
 from .registry import Registry
 
 registry = Registry("guide")
@@ -32,19 +33,13 @@ class Guide(nn.Module, metaclass=ABCMeta):
         """q(z|x) with batch shape ``features.shape[:-1]``, event shape ``(latent_dim,)``."""
 
 
-def _check_min_scale(min_scale) -> float:
-    if isinstance(min_scale, bool) or not isinstance(min_scale, (int, float)) or not min_scale >= 0:
-        raise ValueError(f"min_scale must be a non-negative number, got {min_scale!r}")
-    return float(min_scale)
-
-
 @register("diagonal_normal")
 class DiagonalNormalGuide(Guide):
     """Mean-field normal: q(z|x) = N(μ(x), diag σ(x)²), σ = softplus(·) + min_scale."""
 
     def __init__(self, in_features: int, latent_dim: int, *, min_scale: float = 1.0e-4):
         super().__init__(in_features, latent_dim)
-        self.min_scale = _check_min_scale(min_scale)
+        self.min_scale = check_nonnegative("min_scale", min_scale)
         self.linear = nn.Linear(in_features, 2 * latent_dim)
 
     def forward(self, features):
@@ -64,7 +59,7 @@ class FullRankGuide(Guide):
 
     def __init__(self, in_features: int, latent_dim: int, *, min_scale: float = 1.0e-4):
         super().__init__(in_features, latent_dim)
-        self.min_scale = _check_min_scale(min_scale)
+        self.min_scale = check_nonnegative("min_scale", min_scale)
         rows, cols = torch.tril_indices(latent_dim, latent_dim, offset=-1)
         self.register_buffer("rows", rows, persistent=False)
         self.register_buffer("cols", cols, persistent=False)
@@ -153,19 +148,13 @@ class FlowGuide(Guide):
     def __init__(self, in_features: int, latent_dim: int, *, depth: int = 2, transform: str = "iaf",
                  hidden: list[int] | None = None, bins: int = 8, min_scale: float = 1.0e-4):
         super().__init__(in_features, latent_dim)
-        if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
-            raise ValueError(f"depth must be a positive integer, got {depth!r}")
-        if transform not in TRANSFORMS:
-            raise ValueError(f"unknown transform {transform!r} (valid choices: {', '.join(TRANSFORMS)})")
-        if isinstance(bins, bool) or not isinstance(bins, int) or bins < 2:
-            raise ValueError(f"bins must be an integer >= 2, got {bins!r}")
+        self.depth = check_int("depth", depth)
+        self.transform = check_choice("transform", transform, TRANSFORMS)
+        self.bins = check_int("bins", bins, 2)
         if hidden is None:
             hidden = [max(64, 10 * latent_dim)] * 2
-        if not isinstance(hidden, (list, tuple)) or not hidden or not all(
-                isinstance(h, int) and not isinstance(h, bool) and h >= latent_dim for h in hidden):
-            raise ValueError(f"hidden must be null or a non-empty list of integers >= latent_dim "
-                             f"({latent_dim}) (autoregressive masks need that many units), got {hidden!r}")
-        self.depth, self.transform, self.hidden, self.bins = depth, transform, list(hidden), bins
+        self.hidden = check_int_list("hidden", hidden, latent_dim, empty=False, low_name="latent_dim",
+                                     why=" (autoregressive masks need that many units)")
         self.base = DiagonalNormalGuide(in_features, latent_dim, min_scale=min_scale)
         self.transforms = nn.ModuleList()
         for k in range(depth):

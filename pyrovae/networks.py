@@ -11,6 +11,7 @@ import math
 
 from torch import nn
 
+from .options import check_int, check_int_list, check_nonnegative
 from .registry import Registry
 
 encoders = Registry("encoder")
@@ -29,14 +30,6 @@ class Encoder(nn.Module):
 class Decoder(nn.Module):
     """Base class: maps ``(*batch, latent_dim)`` to ``(*batch, *output_shape)``; ``batch``
     may hold leading particle dimensions."""
-
-
-def _check_hidden(hidden) -> list[int]:
-    if not isinstance(hidden, (list, tuple)) or not all(
-        isinstance(h, int) and not isinstance(h, bool) and h > 0 for h in hidden
-    ):
-        raise ValueError(f"hidden must be a list of positive integers, got {hidden!r}")
-    return list(hidden)
 
 
 def _activation(name: str) -> type[nn.Module]:
@@ -61,7 +54,7 @@ def mlp(sizes: list[int], activation: str, dropout: float = 0.0) -> nn.Sequentia
 
 
 def _check_dropout(dropout) -> float:
-    if not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
+    if check_nonnegative("dropout", dropout) >= 1:
         raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
     return float(dropout)
 
@@ -73,7 +66,7 @@ class MLPEncoder(Encoder):
     def __init__(self, input_shape, *, hidden=(256, 128), activation: str = "relu",
                  dropout: float = 0.0):
         super().__init__()
-        hidden = _check_hidden(hidden)
+        hidden = check_int_list("hidden", hidden)
         d_in = math.prod(input_shape)
         self.net = nn.Sequential(  # flatten the example dims only: leading dims may be particles
             nn.Flatten(-len(input_shape), -1), mlp([d_in, *hidden], activation, _check_dropout(dropout))
@@ -95,7 +88,7 @@ class MLPDecoder(Decoder):
     def __init__(self, latent_dim: int, output_shape, *, hidden=(128, 256),
                  activation: str = "relu", dropout: float = 0.0):
         super().__init__()
-        hidden = _check_hidden(hidden)
+        hidden = check_int_list("hidden", hidden)
         self.output_shape = tuple(output_shape)
         self.net = mlp([latent_dim, *hidden, math.prod(output_shape)], activation,
                        _check_dropout(dropout))
@@ -124,8 +117,7 @@ def _image_shape(shape) -> tuple[int, int, int]:
 
 def _conv_sizes(size: int, channels, hidden, default) -> list[int]:
     """Validated channel counts for ``size``-pixel images (``default`` when null) and hidden."""
-    if isinstance(hidden, bool) or not isinstance(hidden, int) or hidden < 1:
-        raise ValueError(f"hidden must be a positive integer, got {hidden!r}")
+    check_int("hidden", hidden)
     if channels is None:
         return list(default)
     n = CONV_DEPTH[size]

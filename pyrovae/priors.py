@@ -15,7 +15,6 @@ the Monte Carlo estimate log q(z|x) - log p(z). No KL is registered here.
 
 from __future__ import annotations
 
-import math
 import warnings
 from abc import ABCMeta, abstractmethod
 
@@ -25,6 +24,15 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .options import (
+    check_choice,
+    check_finite,
+    check_flag,
+    check_int,
+    check_int_list,
+    check_positive,
+    softplus_inverse,
+)
 from .registry import Registry
 
 registry = Registry("prior")
@@ -53,35 +61,9 @@ class Prior(nn.Module, metaclass=ABCMeta):
         return torch.Size(batch_shape) + (self.latent_dim,)
 
 
-# ---- option checks (a ValueError becomes a spec error naming model.prior) -------------
-def _positive(name: str, value) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
-        raise ValueError(f"{name} must be a positive number, got {value!r}")
-    return float(value)
-
-
-def _real(name: str, value) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ValueError(f"{name} must be a finite number, got {value!r}")
-    return float(value)
-
-
-def _count(name: str, value, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return value
-
-
-def _flag(name: str, value) -> bool:
-    if not isinstance(value, bool):
-        raise ValueError(f"{name} must be true or false, got {value!r}")
-    return value
-
-
 def _inv_softplus(y: float) -> float:
     """x with softplus(x) + MIN_SCALE == y."""
-    y = max(y - MIN_SCALE, 1e-12)
-    return y + math.log(-math.expm1(-y))
+    return softplus_inverse(max(y - MIN_SCALE, 1e-12))
 
 
 def _softplus_scale(raw: torch.Tensor) -> torch.Tensor:
@@ -107,7 +89,7 @@ class _LocScalePrior(Prior):
 
     def __init__(self, latent_dim: int, scale: float, learned: bool):
         super().__init__(latent_dim)
-        scale, self.learned = _positive("scale", scale), _flag("learned", learned)
+        scale, self.learned = check_positive("scale", scale), check_flag("learned", learned)
         if self.learned:
             self.loc = nn.Parameter(torch.zeros(latent_dim))
             self.raw_scale = nn.Parameter(torch.full((latent_dim,), _inv_softplus(scale)))
@@ -159,7 +141,7 @@ class StudentTPrior(_LocScalePrior):
 
     def __init__(self, latent_dim: int, *, df: float = 3.0, scale: float = 1.0, learned: bool = False):
         super().__init__(latent_dim, scale, learned)
-        df = _positive("df", df)
+        df = check_positive("df", df)
         if self.learned:
             self.raw_df = nn.Parameter(torch.full((latent_dim,), _inv_softplus(df)))
         else:
@@ -184,7 +166,7 @@ class MixturePrior(Prior):
 
     def __init__(self, latent_dim: int, *, components: int = 10):
         super().__init__(latent_dim)
-        self.components = _count("components", components)
+        self.components = check_int("components", components)
         k = self.components
         self.logits = nn.Parameter(torch.zeros(k))
         self.means = nn.Parameter(torch.randn(k, latent_dim))
@@ -220,9 +202,9 @@ class VampPrior(Prior):
     def __init__(self, latent_dim: int, *, components: int = 50, init_loc: float = 0.5,
                  init_scale: float = 0.1):
         super().__init__(latent_dim)
-        self.components = _count("components", components)
-        self.init_loc = _real("init_loc", init_loc)
-        self.init_scale = _positive("init_scale", init_scale)
+        self.components = check_int("components", components)
+        self.init_loc = check_finite("init_loc", init_loc)
+        self.init_scale = check_positive("init_scale", init_scale)
         self.register_parameter("pseudo_inputs", None)  # created in bind: needs the data shape
         self._encode = None
 
@@ -288,17 +270,13 @@ class FlowPrior(Prior):
     def __init__(self, latent_dim: int, *, transform: str = "affine_autoregressive", depth: int = 2,
                  hidden: list[int] | None = None, bins: int = 8):
         super().__init__(latent_dim)
-        if transform not in FLOW_TRANSFORMS:
-            raise ValueError(f"unknown transform {transform!r} (valid choices: {', '.join(FLOW_TRANSFORMS)})")
-        self.transform, self.depth = transform, _count("depth", depth)
-        bins = _count("bins", bins, 2)
+        self.transform = check_choice("transform", transform, FLOW_TRANSFORMS)
+        self.depth = check_int("depth", depth)
+        bins = check_int("bins", bins, 2)
         if hidden is None:
             hidden = [max(32, 3 * latent_dim + 1)] * 2
-        if not isinstance(hidden, (list, tuple)) or not hidden or not all(
-                isinstance(h, int) and not isinstance(h, bool) and h >= latent_dim for h in hidden):
-            raise ValueError(f"hidden must be a non-empty list of integers >= latent_dim ({latent_dim}) "
-                             f"(autoregressive masks need that many units), got {hidden!r}")
-        self.hidden = list(hidden)
+        self.hidden = check_int_list("hidden", hidden, latent_dim, empty=False, low_name="latent_dim",
+                                     why=" (autoregressive masks need that many units)")
 
         def layer():
             if transform == "affine_autoregressive":

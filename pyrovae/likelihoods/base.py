@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from abc import ABCMeta, abstractmethod
 
 import pyro.distributions as dist
@@ -11,6 +10,7 @@ from torch import nn
 from torch.nn.functional import softplus
 
 from ..errors import DataError
+from ..options import is_number, softplus_inverse
 from ..registry import Registry
 
 registry = Registry("likelihood")
@@ -63,30 +63,6 @@ class Likelihood(nn.Module, metaclass=ABCMeta):
             f"(e.g. {bad.flatten()[0].item():.4g}; finite range {rng}). Rescale the data or "
             f"choose another model.likelihood (valid choices: {', '.join(registry.names())})."
         )
-
-
-# ---- small shared checks ------------------------------------------------------------------------
-def is_number(value) -> bool:
-    return not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
-
-
-def check_positive(value, option: str) -> float:
-    if not is_number(value) or not value > 0:
-        raise ValueError(f"{option} must be a positive number, got {value!r}")
-    return float(value)
-
-
-def check_int(value, option: str, low: int, high: int | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low or (
-            high is not None and value > high):
-        where = f"an integer >= {low}" if high is None else f"an integer in [{low}, {high}]"
-        raise ValueError(f"{option} must be {where}, got {value!r}")
-    return value
-
-
-def softplus_inverse(y: float) -> float:
-    """u with softplus(u) = y > 0."""
-    return y + math.log(-math.expm1(-y))
 
 
 def positive(raw: torch.Tensor, floor: float, offset: float = 0.0) -> torch.Tensor:

@@ -14,7 +14,8 @@ from pyro.distributions import TorchDistribution
 from torch.distributions import constraints
 from torch.nn.functional import logsigmoid
 
-from .base import Likelihood, check_int, check_positive, positive, register
+from ..options import check_int, check_positive
+from .base import Likelihood, positive, register
 
 MAX_LEVELS = 65536
 
@@ -110,7 +111,7 @@ class CategoricalLikelihood(Likelihood):
 
     def __init__(self, data_shape, *, levels: int = 256):
         super().__init__(data_shape)
-        self.levels = self.num_params = check_int(levels, "levels", 2, MAX_LEVELS)
+        self.levels = self.num_params = check_int("levels", levels, 2, MAX_LEVELS)
         self.grid = Grid(self.levels)
         self.support_text = self.grid.text()
 
@@ -236,9 +237,9 @@ class DiscretizedLogisticLikelihood(Likelihood):
     def __init__(self, data_shape, *, components: int = 1, levels: int = 256,
                  min_scale: float = 1e-3):
         super().__init__(data_shape)
-        self.components = check_int(components, "components", 1)
-        self.levels = check_int(levels, "levels", 2, MAX_LEVELS)
-        self.min_scale = check_positive(min_scale, "min_scale")
+        self.components = check_int("components", components, 1)
+        self.levels = check_int("levels", levels, 2, MAX_LEVELS)
+        self.min_scale = check_positive("min_scale", min_scale)
         self.num_params = 2 if self.components == 1 else 3 * self.components
         self.grid = Grid(self.levels)
         self.support_text = self.grid.text()

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import pyro.distributions as dist
 
-from .base import PositiveParameter, PositiveParamsLikelihood, check_positive, register
+from ..options import check_positive
+from .base import PositiveParameter, PositiveParamsLikelihood, register
 
 
 class LocationScaleLikelihood(PositiveParamsLikelihood):
@@ -20,7 +21,7 @@ class LocationScaleLikelihood(PositiveParamsLikelihood):
 
     def __init__(self, data_shape, *, scale, init_scale, min_scale, extra=()):
         super().__init__(data_shape)
-        min_scale = check_positive(min_scale, "min_scale")
+        min_scale = check_positive("min_scale", min_scale)
         self.setup_positives(
             PositiveParameter(self, "scale", scale, init=init_scale, floor=min_scale,
                               init_option="init_scale"),

@@ -9,7 +9,8 @@ import torch
 from torch.distributions import constraints
 from torch.nn.functional import binary_cross_entropy_with_logits
 
-from .base import Likelihood, check_positive, is_number, positive, register
+from ..options import check_positive, is_number
+from .base import Likelihood, positive, register
 
 
 def in_unit_interval(x: torch.Tensor) -> torch.Tensor:
@@ -174,7 +175,7 @@ class BetaLikelihood(Likelihood):
             raise ValueError(f"eps must be a number in [0, 0.5): 0 (reject data equal to 0 or 1) "
                              f"or the clamp margin, got {eps!r}")
         self.eps = float(eps)
-        self.min_concentration = check_positive(min_concentration, "min_concentration")
+        self.min_concentration = check_positive("min_concentration", min_concentration)
         self.support_text = (f"values in [0, 1] (0 and 1 are scored as {eps:g} and 1 - {eps:g})" if eps > 0
                              else "values strictly inside (0, 1) (with eps = 0, no 0s or 1s)")
 
