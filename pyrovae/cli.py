@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from .errors import PyrovaeError
+from .errors import PyrovaeError, SpecError
 
 
 def _train(args) -> int:
@@ -106,12 +106,17 @@ def _evaluate(args) -> int:
 def _list(args) -> int:
     from .assemble import REGISTRIES
 
-    for key, reg in REGISTRIES.items():
+    short = {k: k.split(".")[-1] for k in REGISTRIES}
+    chosen = {k: r for k, r in REGISTRIES.items() if args.kind in (None, k, short[k], r.kind)}
+    if not chosen:
+        raise SpecError("list", f"unknown component kind {args.kind!r}", value=args.kind,
+                        choices=list(short.values()))
+    width = max(len(n) for r in chosen.values() for n in r.names()) + 2
+    for key, reg in chosen.items():
         print(f"{key}  ({reg.kind})")
         for name in reg.names():
             opts = reg.options(name)
-            desc = reg.describe(name)
-            print(f"  {name:<18} {desc}")
+            print(f"  {name:<{width}}{reg.describe(name)}")
             for o in opts.values():
                 print(f"      {o.name} = {'(required)' if o.required else json.dumps(o.default)}")
         print()
@@ -142,6 +147,8 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--seed", type=int, default=0)
     e.set_defaults(func=_evaluate)
     ls = sub.add_parser("list", help="every registered component with its options")
+    ls.add_argument("kind", nargs="?", help="only this kind: data, encoder, decoder, likelihood, prior, "
+                    "guide or objective")
     ls.set_defaults(func=_list)
     return p
 

@@ -49,8 +49,9 @@ class DiagonalNormalGuide(Guide):
 
 @register("full_rank")
 class FullRankGuide(Guide):
-    """Full-covariance normal: q(z|x) = N(μ(x), L(x) L(x)ᵀ), i.e. z = μ(x) + L(x) ε, with L
-    lower-triangular, diag L = softplus(·) + min_scale and free strictly-lower entries.
+    """Full-covariance normal: q(z|x) = N(μ(x), L(x) L(x)ᵀ), i.e. z = μ(x) + L(x) ε.
+
+    L is lower-triangular with diag L = softplus(·) + min_scale and free strictly-lower entries.
 
     One linear head gives μ (latent_dim), the raw diagonal (latent_dim) and the
     latent_dim·(latent_dim-1)/2 entries below it. The rows for the off-diagonal entries
@@ -127,8 +128,9 @@ TRANSFORMS = ("iaf", "spline")
 
 @register("flow")
 class FlowGuide(Guide):
-    """Conditional normalizing flow: z = f_depth ∘ … ∘ f_1(ε), ε ~ N(μ(x), diag σ(x)²), each f_k
-    an inverse-autoregressive (transform: iaf) or spline autoregressive (transform: spline)
+    """Normalizing flow conditioned on x: z = f_depth ∘ … ∘ f_1(ε), ε ~ N(μ(x), diag σ(x)²).
+
+    Each f_k is an inverse-autoregressive (transform: iaf) or spline autoregressive (transform: spline)
     bijection whose parameters depend on the encoder features h(x); log q(z|x) =
     log N(ε; μ, σ²) - Σ_k log|det ∂f_k|.
 

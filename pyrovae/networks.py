@@ -134,8 +134,9 @@ def _conv_sizes(size: int, channels, hidden, default) -> list[int]:
 
 @encoders.register("conv")
 class ConvEncoder(Encoder):
-    """Convolutional, by image size: 4x4 stride-2 convolutions of ``channels`` then a dense
-    layer of ``hidden`` units: 28x28: 32, 64 (28 -> 14 -> 7); 32x32: 32, 32, 64 (-> 4);
+    """Convolutional for 28x28, 32x32 and 64x64 images: 4x4 stride-2 convolutions, then ``hidden`` units.
+
+    Channels by image size: 28x28: 32, 64 (28 -> 14 -> 7); 32x32: 32, 32, 64 (-> 4);
     64x64: 32, 32, 64, 64 (-> 4), the usual disentanglement encoder.
 
     Images are (channels, H, W) with any number of channels and H = W in {28, 32, 64}.
@@ -166,10 +167,12 @@ class ConvEncoder(Encoder):
 
 @decoders.register("conv")
 class ConvDecoder(Decoder):
-    """Mirror of the conv encoder: dense ``hidden`` units, dense to ``channels[0]`` maps of
-    the smallest size, then 4x4 stride-2 transposed convolutions through ``channels[1:]``
-    to image channels x likelihood parameters: 28x28: 64, 32 (7 -> 14 -> 28); 32x32: 64,
-    32, 32 (4 -> 8 -> 16 -> 32); 64x64: 64, 64, 32, 32 (4 -> ... -> 64).
+    """Mirror of the conv encoder: dense layers, then 4x4 stride-2 transposed convolutions.
+
+    Dense ``hidden`` units, dense to ``channels[0]`` maps of the smallest size, then the
+    transposed convolutions through ``channels[1:]`` to image channels x likelihood
+    parameters: 28x28: 64, 32 (7 -> 14 -> 28); 32x32: 64, 32, 32 (4 -> 8 -> 16 -> 32);
+    64x64: 64, 64, 32, 32 (4 -> ... -> 64).
 
     ``channels: null`` is the standard stack for the image size (the encoder's, reversed);
     a list must have one entry per transposed convolution (2 for 28x28, 3 for 32x32, 4

@@ -10,7 +10,9 @@ where torch/Pyro know a closed form for the pair. For the default diagonal-norma
 ``Independent(Normal)``, that is ``standard_normal``, ``learned_normal`` (Normal-Normal)
 and ``laplace`` (torch's Normal-Laplace KL). ``student_t``, ``mixture``, ``vamp`` and
 ``flow`` have none: ``kl_divergence`` raises ``NotImplementedError`` and Pyro falls back to
-the Monte Carlo estimate log q(z|x) - log p(z). No KL is registered here.
+the Monte Carlo estimate log q(z|x) - log p(z). No KL is registered here; the
+``full_rank`` guide (a MultivariateNormal) gets its closed form against
+``standard_normal`` and ``learned_normal`` from :mod:`pyrovae.guides`.
 """
 
 from __future__ import annotations

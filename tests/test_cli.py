@@ -103,3 +103,18 @@ def test_default_out_dir_counts_up(tmp_path):
         assert pyrovae("train", *SMALL[:2], "--quiet", cwd=tmp_path).returncode == 0
     assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["digits-001", "digits-002"]
     assert Path(tmp_path / "runs" / "digits-002" / "checkpoint.pt").exists()
+
+
+def test_list_one_kind_aligns_names_and_rejects_unknown_kinds(capsys):
+    from pyrovae.assemble import REGISTRIES
+
+    assert main(["list", "prior"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "model.prior  (prior)"
+    rows = [ln for ln in lines[1:] if ln.startswith("  ") and not ln.startswith("      ")]
+    assert sorted(r.split()[0] for r in rows) == REGISTRIES["model.prior"].names()
+    starts = {len(r) - len(r[2:].split(maxsplit=1)[1]) for r in rows}
+    assert len(starts) == 1  # every description starts in the same column
+    assert main(["list", "priors"]) == 2
+    err = capsys.readouterr().err
+    assert "'priors'" in err and "likelihood" in err and len(err.strip().splitlines()) == 1

@@ -4,32 +4,53 @@ solution and marginal log p(x) = log N(x; b, W Wᵀ + σ² I) are known in close
 
 import math
 
+import numpy as np
+import pytest
 import torch
+from scipy import stats
 
 import pyrovae
 from pyrovae.evaluate import elbo_parts, mean_se
+from pyrovae.ppca import PPCA
 
-from .conftest import ppca_log_marginal, ppca_noise_var
+from .conftest import linear_gaussian_vae, ppca_log_marginal
 
 D, L, N = 5, 2, 1000
 
 
-def ppca_max_log_likelihood(x: torch.Tensor) -> tuple[float, float]:
-    """Per-example maximum log-likelihood of PPCA with L components, and σ²_ML:
-    σ² = mean of the D-L smallest eigenvalues of the sample covariance S, and
-    max log p = -½ [D log 2π + Σ_{j≤L} log λ_j + (D-L) log σ² + D]."""
-    xc = x.double() - x.double().mean(0)
-    lam = torch.linalg.eigvalsh(xc.T @ xc / x.shape[0]).flip(0)
-    sigma2 = lam[L:].mean()
-    ll = -0.5 * (D * math.log(2 * math.pi) + lam[:L].log().sum() + (D - L) * sigma2.log() + D)
-    return ll.item(), sigma2.item()
+def ppca_data(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    W = torch.randn(D, L, generator=g) * 1.5
+    return torch.randn(N, L, generator=g) @ W.T + 0.4 * torch.randn(N, D, generator=g) + 1.0
+
+
+def test_closed_form_fit_is_the_maximum_and_its_density_is_scipys():
+    x = ppca_data()
+    fit = PPCA.fit(x, L)
+    ll = fit.log_prob(x)
+    want = stats.multivariate_normal(fit.mean.numpy(), fit.covariance().numpy()).logpdf(x.double().numpy())
+    np.testing.assert_allclose(ll.numpy(), want, rtol=1e-10)
+    assert ll.mean().item() == pytest.approx(PPCA.max_log_likelihood(x, L), abs=1e-9)
+    # A maximum: any perturbation of W, b or σ² lowers the mean log-likelihood.
+    g = torch.Generator().manual_seed(1)
+    for _ in range(20):
+        other = PPCA(fit.mean + 0.01 * torch.randn(D, generator=g, dtype=torch.double),
+                     fit.weight + 0.01 * torch.randn(D, L, generator=g, dtype=torch.double),
+                     fit.noise_var * math.exp(0.01 * torch.randn((), generator=g).item()))
+        assert other.log_prob(x).mean() < ll.mean()
+
+
+def test_from_linear_vae_rejects_models_that_are_not_ppca():
+    vae = pyrovae.build({"model": {"latent_dim": 2}}, data_shape=(5,))
+    with pytest.raises(ValueError, match="linear decoder"):
+        PPCA.from_linear_vae(vae)
+    assert PPCA.from_linear_vae(linear_gaussian_vae()).weight.shape == (D, L)
 
 
 def test_linear_vae_with_learned_scale_recovers_the_ppca_maximum_likelihood():
-    g = torch.Generator().manual_seed(0)
-    W = torch.randn(D, L, generator=g) * 1.5
-    x = torch.randn(N, L, generator=g) @ W.T + 0.4 * torch.randn(N, D, generator=g) + 1.0
-    best_ll, best_sigma2 = ppca_max_log_likelihood(x)
+    x = ppca_data()
+    best = PPCA.fit(x, L)
+    best_ll = best.log_prob(x).mean().item()
 
     spec = {"model": {"latent_dim": L, "encoder": {"name": "mlp", "hidden": []},
                       "decoder": {"name": "mlp", "hidden": []},
@@ -42,9 +63,7 @@ def test_linear_vae_with_learned_scale_recovers_the_ppca_maximum_likelihood():
     exact = ppca_log_marginal(vae, x).mean().item()
     assert exact <= best_ll + 1e-6
     assert exact > best_ll - 0.02, (exact, best_ll)
-    sigma2 = ppca_noise_var(vae)
-    torch.testing.assert_close(sigma2, torch.full((D,), best_sigma2, dtype=torch.double), rtol=0.05,
-                               atol=0)
+    torch.testing.assert_close(PPCA.from_linear_vae(vae).noise_var, best.noise_var, rtol=0.05, atol=0)
     # The ELBO is below the marginal and, for the linear VAE at its optimum, nearly tight.
     torch.manual_seed(0)
     gap, se = mean_se(ppca_log_marginal(vae, x).float() - elbo_parts(vae, x)["elbo"])

@@ -17,15 +17,20 @@ from .base import PositiveParameter, PositiveParamsLikelihood, register
 
 
 class LocationScaleLikelihood(PositiveParamsLikelihood):
-    """Decoder outputs: the location, then σ's raw value when ``scale: predicted``."""
+    """Decoder outputs: the location, then σ's raw value when ``scale: predicted``.
+    Subclasses give ``family``; these options are theirs unless they add more."""
 
-    def __init__(self, data_shape, *, scale, init_scale, min_scale, extra=()):
+    def __init__(self, data_shape, *, scale: float | str = 0.1, init_scale: float = 1.0,
+                 min_scale: float = 1e-3):
         super().__init__(data_shape)
+        self.setup_scale(scale, init_scale, min_scale)
+
+    def setup_scale(self, scale, init_scale, min_scale, *extra: PositiveParameter) -> None:
         min_scale = check_positive("min_scale", min_scale)
         self.setup_positives(
             PositiveParameter(self, "scale", scale, init=init_scale, floor=min_scale,
                               init_option="init_scale"),
-            *(make(self) for make in extra))
+            *extra)
 
     def family(self, loc, scale, *extra) -> dist.TorchDistribution:
         raise NotImplementedError
@@ -47,10 +52,6 @@ class NormalLikelihood(LocationScaleLikelihood):
     softplus(u), starting at ``init_scale``. E[x|z] = μ(z).
     """
 
-    def __init__(self, data_shape, *, scale: float | str = 0.1, init_scale: float = 1.0,
-                 min_scale: float = 1e-3):
-        super().__init__(data_shape, scale=scale, init_scale=init_scale, min_scale=min_scale)
-
     def family(self, loc, scale):
         return dist.Normal(loc, scale)
 
@@ -63,10 +64,6 @@ class LaplaceLikelihood(LocationScaleLikelihood):
     0.1), ``learned``, ``feature`` or ``predicted``; learned/predicted b starts at
     ``init_scale``. E[x|z] = μ(z).
     """
-
-    def __init__(self, data_shape, *, scale: float | str = 0.1, init_scale: float = 1.0,
-                 min_scale: float = 1e-3):
-        super().__init__(data_shape, scale=scale, init_scale=init_scale, min_scale=min_scale)
 
     def family(self, loc, scale):
         return dist.Laplace(loc, scale)
@@ -87,10 +84,9 @@ class StudentTLikelihood(LocationScaleLikelihood):
 
     def __init__(self, data_shape, *, df: float | str = "learned", init_df: float = 5.0,
                  scale: float | str = "learned", init_scale: float = 1.0, min_scale: float = 1e-3):
-        make_df = lambda owner: PositiveParameter(  # noqa: E731
-            owner, "df", df, init=init_df, floor=self.DF_FLOOR, init_option="init_df")
-        super().__init__(data_shape, scale=scale, init_scale=init_scale, min_scale=min_scale,
-                         extra=(make_df,))
+        PositiveParamsLikelihood.__init__(self, data_shape)
+        self.setup_scale(scale, init_scale, min_scale, PositiveParameter(
+            self, "df", df, init=init_df, floor=self.DF_FLOOR, init_option="init_df"))
 
     def family(self, loc, scale, df):
         return dist.StudentT(df, loc, scale)
