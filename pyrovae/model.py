@@ -25,6 +25,10 @@ PYRO_NAME = "vae"
 class VAE(nn.Module):
     """A variational autoencoder built from ``spec`` for examples shaped ``data_shape``."""
 
+    uses_labels = False
+    """True for models that take y (conditional, semi-supervised): ``fit`` then passes
+    the batch's labels from :meth:`training_labels` to the objective."""
+
     def __init__(self, spec: Spec, data_shape):
         super().__init__()
         self.spec = spec
@@ -65,6 +69,10 @@ class VAE(nn.Module):
         self._register()
         with self._plate(x.shape[0], num_data, x):
             return pyro.sample("z", self.guide_head(self.encoder(x)))
+
+    def training_labels(self, data):
+        """The labels ``fit`` hands to the objective, aligned with ``data.train``."""
+        return data.train_labels
 
     # ---- conveniences (plain torch, no Pyro effects) ----------------------------------
     def encode(self, x):

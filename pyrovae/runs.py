@@ -65,13 +65,17 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save_checkpoint(run_dir: Path, *, vae, optimizer, epoch: int, history: list) -> None:
+def save_checkpoint(run_dir: Path, *, vae, optimizer, epoch: int, history: list,
+                    objective: dict | None = None) -> None:
+    """Write ``checkpoint.pt`` atomically: the VAE, its optimizer, the objective's own
+    state (an auxiliary network, if any), the epoch, the RNG states and the history."""
     blob = {
         "format": FORMAT,
         "spec": vae.spec.to_dict(),
         "data_shape": list(vae.data_shape),
         "model": vae.state_dict(),
         "optimizer": optimizer.state_dict() if optimizer is not None else {},
+        "objective": objective or {},
         "epoch": epoch,
         "rng": rng_state(),
         "history": history,

@@ -87,6 +87,7 @@ def fit(vae, data=None, *, run_dir: str | Path | None = None, resume: bool = Fal
         optimizer.load_state_dict(ckpt["optimizer"])
         for group in optimizer.param_groups:  # a --set train.lr on resume takes effect
             group["lr"] = opts.lr
+        objective.load_state_dict(ckpt.get("objective", {}))
         runs.set_rng_state(ckpt["rng"])
         start, history = ckpt["epoch"], list(ckpt["history"])
         saved_epoch = start
@@ -99,8 +100,12 @@ def fit(vae, data=None, *, run_dir: str | Path | None = None, resume: bool = Fal
         runs.write_text(run_dir / runs.CONFIG, vae.spec.dump())
 
     x_train = data.train
+    # Labels reach the objective only for models that use them (conditional, semi-supervised);
+    # the model decides which it sees (a semi-supervised model hides most of them).
+    y_train = vae.training_labels(data) if vae.uses_labels else None
     n = x_train.shape[0]
-    is_elbo = vae.spec.objective.name == "elbo" and getattr(objective, "beta", 1.0) == 1.0
+    steps_per_epoch = -(-n // opts.batch_size)
+    is_elbo = objective.is_elbo  # the training objective is exactly the ELBO: report it as such
     bar = tqdm(range(start, opts.epochs), desc="train", unit="epoch", disable=not progress,
                initial=start, total=opts.epochs, dynamic_ncols=True, mininterval=0.5)
     vae.train()
@@ -111,17 +116,20 @@ def fit(vae, data=None, *, run_dir: str | Path | None = None, resume: bool = Fal
             total = torch.zeros((), device=device)
             perm = torch.randperm(n, device=device)
             for step, idx in enumerate(perm.split(opts.batch_size)):
+                x, y = x_train[idx], None if y_train is None else y_train[idx]
+                objective.set_progress(epoch + step / steps_per_epoch)
                 # Pyro's argument and shape validation runs on the first step (it catches a
                 # component's shape bugs there); after that it only costs time: the data
                 # were checked up front and a NaN loss is caught below.
                 with pyro.validation_enabled(not validated):
-                    loss = objective.loss(x_train[idx], num_data=n)
+                    loss = objective.loss(x, y, num_data=n)
                 validated = True
                 if not torch.isfinite(loss):
                     _diverged(run_dir, epoch + 1, step, loss, saved_epoch)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
+                objective.after_step(x, y, num_data=n)
                 total += loss.detach() * (idx.shape[0] / n)
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
@@ -130,6 +138,7 @@ def fit(vae, data=None, *, run_dir: str | Path | None = None, resume: bool = Fal
                       "train_objective": -total.item() / n}
             if is_elbo:
                 record["train_elbo"] = record["train_objective"]
+            record.update(objective.epoch_metrics())
             if data.test.shape[0]:
                 ev = evaluate(vae, data, split="test", seed=epoch)
                 vae.train()
@@ -141,8 +150,8 @@ def fit(vae, data=None, *, run_dir: str | Path | None = None, resume: bool = Fal
             last = epoch + 1 == opts.epochs
             if run_dir is not None:
                 if (epoch + 1) % opts.checkpoint_every == 0 or last:
-                    runs.save_checkpoint(run_dir, vae=vae, optimizer=optimizer,
-                                         epoch=epoch + 1, history=history)
+                    runs.save_checkpoint(run_dir, vae=vae, optimizer=optimizer, epoch=epoch + 1,
+                                         history=history, objective=objective.state_dict())
                     saved_epoch = epoch + 1
                 runs.append_metrics(run_dir, record)
             for cb in callbacks:

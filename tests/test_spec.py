@@ -95,7 +95,7 @@ def test_bad_option_value_is_reported_with_key():
         pyrovae.build({"objective": {"name": "elbo", "estimator": "tracegraph"}}, data_shape=(4,))
     assert e.value.key == "objective" and "trace_meanfield_elbo" in str(e.value)
     with pytest.raises(SpecError, match="beta"):
-        pyrovae.build({"objective": {"name": "elbo", "beta": 0}}, data_shape=(4,))
+        pyrovae.build({"objective": {"name": "elbo", "beta": -1}}, data_shape=(4,))
 
 
 def test_conv_on_wrong_shape_says_why():

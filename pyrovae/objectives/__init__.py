@@ -1,0 +1,13 @@
+"""Objectives: what SVI maximises, written with Pyro's own means.
+
+An objective wraps ``vae.model``/``vae.guide`` in effect handlers (``poutine.scale``
+on chosen sites, ``pyro.factor`` penalties, enumeration) and names the Pyro loss that
+estimates it. ``objective.model``, ``objective.guide`` and ``objective.pyro_loss`` can
+be handed to ``pyro.infer.SVI`` unchanged; ``objective.loss(x)`` is the same number as
+a differentiable tensor for a torch optimizer. One module per family.
+"""
+
+from .base import Objective, record_sites, register, registry, scale_sites
+from .elbo import ELBO, ESTIMATORS
+
+__all__ = ["ELBO", "ESTIMATORS", "Objective", "record_sites", "register", "registry", "scale_sites"]
