@@ -7,6 +7,7 @@ be handed to ``pyro.infer.SVI`` unchanged; ``objective.loss(x)`` is the same num
 a differentiable tensor for a torch optimizer. One module per family.
 """
 
+from . import capacity, schedules  # noqa: F401
 from .base import Objective, record_sites, register, registry, scale_sites
 from .elbo import ELBO, ESTIMATORS
 

@@ -136,6 +136,7 @@ class Objective:
                 record = {s: {"q": from_guide.get(s), "p": from_model.get(s)} for s in sites}
                 n = kw.get("num_data") or x.shape[0]
                 pyro.factor(name, -penalty(record, x) * n)
+                from_guide.clear()  # used once: a later model-only run must not reuse it
             return out
 
         return wrapped_model, wrapped_guide
