@@ -10,5 +10,6 @@ a differentiable tensor for a torch optimizer. One module per family.
 from . import capacity, schedules  # noqa: F401
 from .base import Objective, record_sites, register, registry, scale_sites
 from .elbo import ELBO, ESTIMATORS
+from .iwae import IWAE
 
-__all__ = ["ELBO", "ESTIMATORS", "Objective", "record_sites", "register", "registry", "scale_sites"]
+__all__ = ["ELBO", "ESTIMATORS", "IWAE", "Objective", "record_sites", "register", "registry", "scale_sites"]
