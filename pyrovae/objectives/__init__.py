@@ -9,7 +9,11 @@ a differentiable tensor for a torch optimizer. One module per family.
 
 from . import capacity, schedules  # noqa: F401
 from .base import Objective, record_sites, register, registry, scale_sites
+from .dip import DIPVAE
 from .elbo import ELBO, ESTIMATORS
+from .factor_vae import FactorVAE
 from .iwae import IWAE
+from .tc import BetaTCVAE, decompose_kl, log_qz_estimates
 
-__all__ = ["ELBO", "ESTIMATORS", "IWAE", "Objective", "record_sites", "register", "registry", "scale_sites"]
+__all__ = ["DIPVAE", "ELBO", "ESTIMATORS", "IWAE", "BetaTCVAE", "FactorVAE", "Objective", "decompose_kl",
+           "log_qz_estimates", "record_sites", "register", "registry", "scale_sites"]
