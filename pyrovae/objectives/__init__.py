@@ -13,7 +13,12 @@ from .dip import DIPVAE
 from .elbo import ELBO, ESTIMATORS
 from .factor_vae import FactorVAE
 from .iwae import IWAE
+from .mmd import WAE, InfoVAE, imq, mmd2, rbf
+from .sliced import SWAE, sliced_wasserstein
 from .tc import BetaTCVAE, decompose_kl, log_qz_estimates
 
-__all__ = ["DIPVAE", "ELBO", "ESTIMATORS", "IWAE", "BetaTCVAE", "FactorVAE", "Objective", "decompose_kl",
-           "log_qz_estimates", "record_sites", "register", "registry", "scale_sites"]
+__all__ = [
+    "DIPVAE", "ELBO", "ESTIMATORS", "IWAE", "SWAE", "WAE", "BetaTCVAE", "FactorVAE", "InfoVAE", "Objective",
+    "decompose_kl", "imq", "log_qz_estimates", "mmd2", "rbf", "record_sites", "register", "registry",
+    "scale_sites", "sliced_wasserstein",
+]
