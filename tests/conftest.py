@@ -1,8 +1,13 @@
 import pyro
 import pytest
+import torch
 
 import pyrovae
 from pyrovae.ppca import PPCA
+
+# The suite's tensors are small: one thread is faster than two fighting over 2 cores
+# (subprocesses, such as the CLI tests, keep torch's default).
+torch.set_num_threads(1)
 
 
 @pytest.fixture(autouse=True)

@@ -15,14 +15,6 @@ from pyrovae.objectives.dip import DIPVAE, dip_covariance, dip_terms
 from .conftest import small_spec
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 def numpy_penalty(cov, lambda_od, lambda_d):
     """λ_od Σ_{i≠j} C_ij² + λ_d Σ_i (C_ii - 1)², written out as loops."""
     d = cov.shape[0]

@@ -17,15 +17,6 @@ from pyrovae.objectives.factor_vae import FactorVAE, permute_dims
 from .conftest import linear_gaussian_vae, small_spec
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small networks run several times faster on one thread on a shared 2-core machine."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 def factor_vae(vae, **options):
     vae.spec = pyrovae.Spec.load(vae.spec, ["objective=factor_vae"]
                                  + [f"objective.{k}={v}" for k, v in options.items()])

@@ -34,13 +34,6 @@ F64 = torch.float64
 HUGE_N = 10**12  # an "infinite" data set: the batch is a sample from the population
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small tensors run several times faster on one thread on a shared 2-core machine."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 # ---- helpers ------------------------------------------------------------------------------
