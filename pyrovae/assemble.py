@@ -7,14 +7,15 @@ import copy
 import pyro
 import torch
 
+from . import conditional, guides, likelihoods, objectives, priors, semisupervised  # noqa: F401
 from . import data as datasets
-from . import guides, likelihoods, objectives, priors
 from .data import Data
 from .errors import DataError, SpecError
-from .model import VAE
+from .model import VAE, variants
 from .networks import decoders, encoders
 from .spec import Component, Spec
 
+# conditional and semisupervised register the model variants cvae and m2 on import
 REGISTRIES = {
     "data": datasets.registry,
     "model.encoder": encoders,
@@ -22,6 +23,7 @@ REGISTRIES = {
     "model.likelihood": likelihoods.registry,
     "model.prior": priors.registry,
     "model.guide": guides.registry,
+    "model.variant": variants,  # vae, cvae (conditional), m2 (semisupervised)
     "objective": objectives.registry,
 }
 
@@ -69,9 +71,27 @@ def build_objective(vae: VAE) -> objectives.Objective:
 
 
 def build_vae(spec: Spec, data_shape) -> VAE:
-    """Construct the VAE's modules; parameters are initialised from ``spec.train.seed``."""
+    """Construct the VAE's modules (the ``model.variant`` class with its options);
+    parameters are initialised from ``spec.train.seed``."""
     pyro.set_rng_seed(spec.train.seed)
-    return VAE(spec, data_shape)
+    v = spec.model.variant
+    return variants.build(v.name, v.options, "model.variant", spec, data_shape)
+
+
+def fill_from_data(spec: Spec, data: Data) -> Spec:
+    """``spec`` with the variant options that the data decide (e.g. a conditional model's
+    ``num_classes: null``) filled in from ``data``'s labels, so a saved run rebuilds
+    without its data."""
+    v = spec.model.variant
+    fill = getattr(variants.get(v.name, "model.variant"), "options_from_data", None)
+    if fill is None:
+        return spec
+    options = fill(dict(v.options), data)
+    if options == v.options:
+        return spec
+    spec = copy.deepcopy(spec)
+    spec.model.variant = Component(v.name, options)
+    return spec
 
 
 def build(spec=None, *, data: Data | None = None, data_shape=None) -> VAE:
@@ -85,6 +105,8 @@ def build(spec=None, *, data: Data | None = None, data_shape=None) -> VAE:
     if data_shape is None:
         data = load_data(spec) if data is None else data
         data_shape = data.shape
+    if data is not None:
+        spec = fill_from_data(spec, data)
     vae = build_vae(spec, data_shape)
     build_objective(vae)  # option values are checked now, not at the first training step
     if data is not None:

@@ -23,7 +23,8 @@ def _train(args) -> int:
         ckpt = runs.read_checkpoint(run_dir)
         runs.import_components(Spec.from_dict(ckpt["spec"]), ckpt.get("component_modules", {}), run_dir)
         spec = Spec.load(ckpt["spec"], args.set)
-        changed = [k for k, v in spec.to_dict().items() if k != "train" and v != ckpt["spec"][k]]
+        saved = Spec.from_dict(ckpt["spec"]).to_dict()  # today's spec shape (new keys get defaults)
+        changed = [k for k, v in spec.to_dict().items() if k != "train" and v != saved.get(k)]
         if changed:
             raise PyrovaeError(
                 f"--resume continues the saved model: only train.* keys may change, "
@@ -52,6 +53,18 @@ def _train(args) -> int:
     return 0
 
 
+def _parse_label(text: str):
+    """``--label``: a class index (``3``) or comma-separated attribute values (``0.5,1,0``)."""
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        raise PyrovaeError(f"--label {text!r}: expected a class index such as 3 or comma-separated "
+                           f"numbers such as 0.5,1,0") from None
+    if len(values) == 1 and values[0].is_integer() and "." not in text:
+        return int(values[0])
+    return values
+
+
 def _sample(args) -> int:
     import numpy as np
     import torch
@@ -66,18 +79,23 @@ def _sample(args) -> int:
     if out.suffix not in (".png", ".npy", ".pt"):
         raise PyrovaeError(f"--out {str(out)!r}: unknown file type {out.suffix!r} "
                            f"(valid choices: .png, .npy, .pt)")
+    label = None if args.label is None else _parse_label(args.label)
     torch.manual_seed(args.seed)
-    with torch.no_grad():
-        x = vae.sample(args.n, mean=not args.draw)
+    try:
+        with torch.no_grad():
+            x = vae.sample(args.n, y=label, mean=not args.draw)
+    except ValueError as e:  # a label for an unconditional model, none for a cvae, a bad label
+        raise PyrovaeError(f"sample: {e}") from None
     out.parent.mkdir(parents=True, exist_ok=True)
+    given = "" if label is None else f", y = {args.label}"
     if out.suffix == ".png":
         save_grid(x, out, ncol=min(10, args.n),
-                  title=f"{args.n} {'draws x' if args.draw else 'means E[x|z]'}, z ~ p(z)")
+                  title=f"{args.n} {'draws x' if args.draw else 'means E[x|z]'}{given}, z ~ p(z)")
     elif out.suffix == ".npy":
         np.save(out, x.cpu().numpy())
     else:
         torch.save(x.cpu(), out)
-    print(f"wrote {args.n} samples to {out}")
+    print(f"wrote {args.n} samples{given} to {out}")
     return 0
 
 
@@ -99,6 +117,9 @@ def _evaluate(args) -> int:
         print(f"  {label:<42} {res[k]:>10.3f} ± {res[k + '_se']:.3f}")
     print(f"  {'-ELBO in bits per dimension':<42} {res['neg_elbo_bits_per_dim']:>10.4f} ± "
           f"{res['neg_elbo_bits_per_dim_se']:.4f}")
+    if "accuracy" in res:
+        print(f"  {'classifier accuracy q(y|x) (fraction correct)':<42} {res['accuracy']:>10.4f} ± "
+              f"{res['accuracy_se']:.4f}")
     print(f"wrote {Path(args.run_dir) / 'evaluation.json'}")
     return 0
 
@@ -140,6 +161,9 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True, help="output file: .png grid, .npy or .pt array")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--draw", action="store_true", help="draw x ~ p(x|z) instead of E[x|z]")
+    s.add_argument("-y", "--label", metavar="Y",
+                   help="condition on label Y (model.variant cvae or m2): a class index, or "
+                        "comma-separated attribute values for a cvae with labels: attributes")
     s.set_defaults(func=_sample)
     e = sub.add_parser("evaluate", help="ELBO, reconstruction and KL of a trained VAE")
     e.add_argument("run_dir")

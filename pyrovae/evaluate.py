@@ -7,6 +7,11 @@ The KL is analytic where torch knows it for the (q, p) pair, else the one-sample
 Monte Carlo estimate log q(z|x) - log p(z). Summaries are means over examples with
 the standard error of the mean (std / sqrt(n)), in nats per example and, for
 images, bits per dimension.
+
+Models that use labels: a conditional VAE is evaluated on log p(x|y), its model and
+guide given the split's labels (``vae.evaluation_labels``); the semi-supervised M2
+computes its own parts with y summed out (``vae.elbo_parts``) and adds its classifier's
+accuracy (``vae.evaluation_metrics``).
 """
 
 from __future__ import annotations
@@ -28,15 +33,25 @@ def _per_example(log_prob: torch.Tensor, n: int) -> torch.Tensor:
     return log_prob.reshape(-1, n).sum(0)
 
 
-def elbo_parts(vae, x: torch.Tensor, *, batch_size: int = 1024) -> dict[str, torch.Tensor]:
-    """Per-example ``recon`` = log p(x|z) at z ~ q, ``kl`` and ``elbo`` = recon - kl (nats)."""
+def elbo_parts(vae, x: torch.Tensor, y: torch.Tensor | None = None, *,
+               batch_size: int = 1024) -> dict[str, torch.Tensor]:
+    """Per-example ``recon`` = log p(x|z) at z ~ q, ``kl`` and ``elbo`` = recon - kl (nats).
+
+    ``y``: labels that ``vae.model``/``vae.guide`` take with x (a conditional VAE). A model
+    with its own ``elbo_parts`` method (M2, which sums y out) computes them itself.
+    """
+    own = getattr(vae, "elbo_parts", None)
+    if own is not None:
+        with vae.unregistered():
+            return own(x, y, batch_size=batch_size)
     recon, kl, analytic = [], [], True
+    ys = [None] * -(-x.shape[0] // batch_size) if y is None else y.to(x.device).split(batch_size)
     with torch.no_grad(), vae.unregistered():
-        for xb in x.split(batch_size):
+        for xb, yb in zip(x.split(batch_size), ys, strict=True):
             n = xb.shape[0]
-            guide_tr = prune_subsample_sites(poutine.trace(vae.guide).get_trace(xb))
+            guide_tr = prune_subsample_sites(poutine.trace(vae.guide).get_trace(xb, yb))
             model_tr = prune_subsample_sites(
-                poutine.trace(poutine.replay(vae.model, trace=guide_tr)).get_trace(xb))
+                poutine.trace(poutine.replay(vae.model, trace=guide_tr)).get_trace(xb, yb))
             r = xb.new_zeros(n)
             k = xb.new_zeros(n)
             for name, site in model_tr.nodes.items():
@@ -80,17 +95,26 @@ def summarize(parts: dict[str, torch.Tensor], data_shape) -> dict:
 
 def evaluate(vae, data: Data, *, split: str = "test", batch_size: int = 1024,
              seed: int | None = 0) -> dict:
-    """ELBO, reconstruction and KL (nats per example, with standard errors) on a split."""
+    """ELBO, reconstruction and KL (nats per example, with standard errors) on a split.
+
+    For a model that uses labels: a conditional VAE's ELBO bounds log p(x|y) (the split's
+    labels given); M2's bounds log p(x) with y summed out, and ``accuracy`` (fraction of
+    the split's labelled examples that argmax q(y|x) gets right) comes with its binomial
+    standard error ``accuracy_se``.
+    """
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
     x = getattr(data, split).to(vae.device)
+    labels = getattr(data, f"{split}_labels")
+    given = getattr(vae, "evaluation_labels", lambda d, s: None)(data, split)
     was_training = vae.training
     vae.eval()
     try:
         with torch.random.fork_rng(devices=[] if x.device.type == "cpu" else [x.device]):
             if seed is not None:
                 torch.manual_seed(seed)
-            parts = elbo_parts(vae, x, batch_size=batch_size)
+            parts = elbo_parts(vae, x, given, batch_size=batch_size)
+            extra = getattr(vae, "evaluation_metrics", lambda x, y: {})(x, labels)
     finally:
         vae.train(was_training)
-    return {"split": split, **summarize(parts, vae.data_shape)}
+    return {"split": split, **summarize(parts, vae.data_shape), **extra}

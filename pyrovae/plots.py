@@ -87,9 +87,12 @@ def write_run_figures(run_dir, vae, data, history, *, n: int = 50, seed: int = 0
     vae.eval()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        save_grid(vae.sample(n), run_dir / "samples.png", title="prior samples: E[x|z], z ~ p(z)")
-    x = (data.test if data.test.shape[0] else data.train)[:20].to(vae.device)
-    recon = vae.reconstruct(x)
+        samples, title = vae.figure_samples(n, data)
+        save_grid(samples, run_dir / "samples.png", title=title)
+    split = "test" if data.test.shape[0] else "train"
+    x = getattr(data, split)[:20].to(vae.device)
+    labels = getattr(data, f"{split}_labels")
+    recon = vae.figure_reconstructions(x, None if labels is None else labels[:20].to(vae.device))
     pairs = torch.cat([x[:10], recon[:10], x[10:20], recon[10:20]])
     save_grid(pairs, run_dir / "reconstructions.png", ncol=min(10, x.shape[0]),
               title="rows 1, 3: test inputs; rows 2, 4: reconstructions")

@@ -1,7 +1,7 @@
 """The declarative spec: what to train, as plain data.
 
 A spec has four sections: ``data``, ``model``, ``objective``, ``train``. A component
-(``data``, ``objective`` and ``model.{encoder,decoder,likelihood,prior,guide}``) is a
+(``data``, ``objective`` and ``model.{encoder,decoder,likelihood,prior,guide,variant}``) is a
 bare name or a table ``{name: ..., option: value}``. Specs load from YAML/TOML/JSON
 files, dicts or the dataclasses below; ``--set a.b=value`` overrides any key. Every
 error names the key path, the bad value and the valid choices.
@@ -56,7 +56,9 @@ def _component(name: str, **options) -> Any:
 
 @dataclass
 class ModelSpec:
-    """``model`` section: the latent size and the five components of p(z)p(x|z)q(z|x)."""
+    """``model`` section: the latent size, the five components of p(z)p(x|z)q(z|x) and the
+    ``variant``: ``vae`` (unconditional), ``cvae`` (conditional on labels y) or ``m2``
+    (semi-supervised, y partly observed)."""
 
     latent_dim: int = 8
     encoder: Component = _component("mlp", hidden=[256, 128])
@@ -64,6 +66,7 @@ class ModelSpec:
     likelihood: Component = _component("bernoulli")
     prior: Component = _component("standard_normal")
     guide: Component = _component("diagonal_normal")
+    variant: Component = _component("vae")
 
 
 @dataclass
@@ -140,7 +143,7 @@ class Spec:
     def components(self):
         """(key path, Component) for every component in the spec."""
         yield "data", self.data
-        for f in ("encoder", "decoder", "likelihood", "prior", "guide"):
+        for f in ("encoder", "decoder", "likelihood", "prior", "guide", "variant"):
             yield f"model.{f}", getattr(self.model, f)
         yield "objective", self.objective
 

@@ -144,6 +144,8 @@ def fit(vae, data=None, *, run_dir: str | Path | None = None, resume: bool = Fal
                 vae.train()
                 record.update(test_elbo=ev["elbo"], test_elbo_se=ev["elbo_se"],
                               test_recon=ev["recon"], test_kl=ev["kl"])
+                if "accuracy" in ev:  # models with a classifier (semi-supervised)
+                    record.update(test_accuracy=ev["accuracy"], test_accuracy_se=ev["accuracy_se"])
             record["seconds"] = seconds
             history.append(record)
             bar.set_postfix_str(_postfix(record), refresh=False)

@@ -332,6 +332,9 @@ def test_options_are_checked(small_vae):
     assert obj.num_particles == 5 and obj.estimator == "iwae" and not obj.is_elbo
 
 
+PLAIN_VAE = {"enumerates": False, "pyro_loss": lambda loss_class, **kw: loss_class(**kw)}
+
+
 def test_global_sites_and_non_reparameterised_guides_are_refused(small_vae, small_data):
     x = small_data.train[:4]
 
@@ -343,7 +346,7 @@ def test_global_sites_and_non_reparameterised_guides_are_refused(small_vae, smal
         pyro.sample("g", dist.Normal(0.0, 1.0))
         return small_vae.guide(x, y, **kw)
 
-    fake = types.SimpleNamespace(model=model_with_global, guide=guide_with_global)
+    fake = types.SimpleNamespace(model=model_with_global, guide=guide_with_global, **PLAIN_VAE)
     with pytest.raises(ValueError, match="'g'.*data plate"):
         IWAE(fake).loss(x)
 
@@ -357,6 +360,6 @@ def test_global_sites_and_non_reparameterised_guides_are_refused(small_vae, smal
             pyro.sample("c", dist.Bernoulli(0.3))
         return small_vae.guide(x, y, **kw)
 
-    fake = types.SimpleNamespace(model=model_discrete, guide=guide_discrete)
+    fake = types.SimpleNamespace(model=model_discrete, guide=guide_discrete, **PLAIN_VAE)
     with pytest.raises(ValueError, match="reparameterised.*'c'"):
         IWAE(fake).loss(x)

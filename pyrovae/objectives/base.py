@@ -77,14 +77,21 @@ class Objective:
     """
 
     is_elbo = False
+    supports_enumeration = False
+    """True for objectives whose loss sums out enumerated guide sites (TraceEnum_ELBO);
+    the others refuse models that enumerate (M2), which their penalties do not handle."""
     """True when ``loss`` is exactly the negative ELBO (then ``fit`` also records it as
     ``train_elbo``)."""
 
     def __init__(self, vae):
+        if vae.enumerates and not self.supports_enumeration:
+            variant = vae.spec.model.variant.name
+            raise ValueError(f"model.variant {variant!r} enumerates a discrete latent and trains only "
+                             f"with objectives that sum it out (elbo); choose objective: elbo")
         self.vae = vae
         self.model = vae.model
         self.guide = vae.guide
-        self.pyro_loss: pyro.infer.ELBO = pyro.infer.Trace_ELBO()
+        self.pyro_loss: pyro.infer.ELBO = vae.pyro_loss(pyro.infer.Trace_ELBO)
         self.progress = 0.0  # epochs done, fractional
 
     def loss(self, x, y=None, *, num_data=None):

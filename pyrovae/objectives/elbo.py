@@ -137,6 +137,8 @@ class ELBO(Objective):
     dimensions had KL_d < λ, averaged over the steps).
     """
 
+    supports_enumeration = True  # β and warm-ups scale sites, which TraceEnum_ELBO respects
+
     def __init__(self, vae, *, beta: float = 1.0, estimator: str = "trace_elbo",
                  num_particles: int = 1, warmup: str = "none", warmup_epochs: float = 10.0,
                  cycles: int = 4, cycle_ratio: float = 0.5, free_bits: float = 0.0):
@@ -147,9 +149,12 @@ class ELBO(Objective):
         self.warmup = warmup
         self.schedule = warmup_schedule(warmup, epochs=warmup_epochs, cycles=cycles, ratio=cycle_ratio)
         self.free_bits = check_nonnegative("free_bits", free_bits)
-        self.is_elbo = self.beta == 1.0 and warmup == "none" and self.free_bits == 0
-        self.pyro_loss = ESTIMATORS[estimator](
-            num_particles=num_particles, vectorize_particles=num_particles > 1)
+        if self.free_bits > 0 and vae.enumerates:
+            raise ValueError("free_bits is not available for a model that enumerates a discrete latent (m2)")
+        self.is_elbo = (self.beta == 1.0 and warmup == "none" and self.free_bits == 0
+                        and not vae.extra_objective_terms)
+        self.pyro_loss = vae.pyro_loss(  # a model that enumerates (m2) swaps in TraceEnum_ELBO
+            ESTIMATORS[estimator], num_particles=num_particles, vectorize_particles=num_particles > 1)
         self._names = component_names(vae)
         self._reset_sums()
         if self.free_bits > 0:
