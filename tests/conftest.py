@@ -38,6 +38,16 @@ def small_spec(**over):
     return spec
 
 
+def objective_for(vae, name: str, **options):
+    """``vae`` switched to objective ``name`` with ``options`` (through the spec, as a user
+    would set them), and that objective built."""
+    from pyrovae.assemble import build_objective
+
+    vae.spec = pyrovae.Spec.load(vae.spec, [f"objective={name}"]
+                                 + [f"objective.{k}={v}" for k, v in options.items()])
+    return build_objective(vae)
+
+
 @pytest.fixture
 def small_vae(small_data):
     return pyrovae.build(small_spec(), data=small_data)

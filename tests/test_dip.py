@@ -9,10 +9,9 @@ import pytest
 import torch
 
 import pyrovae
-from pyrovae.assemble import build_objective
 from pyrovae.objectives.dip import DIPVAE, dip_covariance, dip_terms
 
-from .conftest import small_spec
+from .conftest import objective_for, small_spec
 
 
 def numpy_penalty(cov, lambda_od, lambda_d):
@@ -54,9 +53,7 @@ def test_full_covariance_guide_uses_its_covariance_matrices():
 
 
 def dip(vae, **options):
-    vae.spec = pyrovae.Spec.load(vae.spec, ["objective=dip_vae"]
-                                 + [f"objective.{k}={v}" for k, v in options.items()])
-    obj = build_objective(vae)
+    obj = objective_for(vae, "dip_vae", **options)
     assert isinstance(obj, DIPVAE)
     return obj
 

@@ -11,16 +11,13 @@ from pyro import poutine
 
 import pyrovae
 from pyrovae import runs
-from pyrovae.assemble import build_objective
 from pyrovae.objectives.factor_vae import FactorVAE, permute_dims
 
-from .conftest import linear_gaussian_vae, small_spec
+from .conftest import linear_gaussian_vae, objective_for, small_spec
 
 
 def factor_vae(vae, **options):
-    vae.spec = pyrovae.Spec.load(vae.spec, ["objective=factor_vae"]
-                                 + [f"objective.{k}={v}" for k, v in options.items()])
-    obj = build_objective(vae)
+    obj = objective_for(vae, "factor_vae", **options)
     assert isinstance(obj, FactorVAE)
     return obj
 

@@ -20,7 +20,6 @@ import torch
 from pyro import poutine
 
 import pyrovae
-from pyrovae.assemble import build_objective
 from pyrovae.objectives.tc import (
     BetaTCVAE,
     decompose_kl,
@@ -28,7 +27,7 @@ from pyrovae.objectives.tc import (
     log_qz_estimates,
 )
 
-from .conftest import small_spec
+from .conftest import objective_for, small_spec
 
 F64 = torch.float64
 HUGE_N = 10**12  # an "infinite" data set: the batch is a sample from the population
@@ -258,9 +257,7 @@ def test_objective_refuses_non_factorised_models(small_data, key, value):
 
 # ---- the objective ---------------------------------------------------------------------------
 def tcvae(vae, **options):
-    vae.spec = pyrovae.Spec.load(vae.spec, ["objective=beta_tcvae"]
-                                 + [f"objective.{k}={v}" for k, v in options.items()])
-    obj = build_objective(vae)
+    obj = objective_for(vae, "beta_tcvae", **options)
     assert isinstance(obj, BetaTCVAE)
     return obj
 
