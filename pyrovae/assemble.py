@@ -61,7 +61,7 @@ def check_data(vae: VAE, data: Data) -> None:
     if tuple(data.shape) != vae.data_shape:
         raise DataError(f"data: examples have shape {data.shape}, the VAE was built for {vae.data_shape}")
     for split in ("train", "test"):
-        vae.likelihood.check_data(getattr(data, split), f"data {data.name!r} ({split} split)")
+        vae.likelihood.check_data(data.distinct_values(split), f"data {data.name!r} ({split} split)")
 
 
 def build_objective(vae: VAE) -> objectives.Objective:

@@ -1,13 +1,16 @@
 """Data sets: the embedded digits default, torchvision image sets, user arrays.
 
-Every loader returns a :class:`Data` with float32 train/test tensors shaped
-``(N, *example_shape)`` (images as ``(C, H, W)``) and optional integer labels.
+Every loader returns a :class:`Data` with train/test tensors shaped
+``(N, *example_shape)`` (images as ``(C, H, W)``) and optional integer labels. The
+examples are float32, or stored compactly as integers (uint8 pixels of a large image
+set) that :meth:`Data.examples` turns into floats a batch at a time.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -21,13 +24,40 @@ register = registry.register
 
 @dataclass
 class Data:
-    """Train and test examples (float32) with optional labels."""
+    """Train and test examples with optional labels.
+
+    ``train``/``test`` hold float32 examples, or integers (e.g. uint8) whose example
+    values are ``stored * value_scale``; read batches through :meth:`examples`.
+    ``ground_truth``: the generating factors' data set (:mod:`pyrovae.groundtruth`)
+    when the examples come from one, for the disentanglement metrics.
+    """
 
     name: str
     train: torch.Tensor
     test: torch.Tensor
     train_labels: torch.Tensor | None = None
     test_labels: torch.Tensor | None = None
+    value_scale: float = 1.0
+    ground_truth: Any = None
+
+    def examples(self, stored: torch.Tensor) -> torch.Tensor:
+        """Float32 examples from stored rows (a batch of ``train`` or ``test``)."""
+        if stored.is_floating_point():
+            return stored if stored.dtype == torch.float32 else stored.float()
+        x = stored.float()
+        return x.mul_(self.value_scale) if self.value_scale != 1.0 else x
+
+    def split(self, name: str) -> torch.Tensor:
+        """The whole ``train`` or ``test`` split as float32 examples."""
+        if name not in ("train", "test"):
+            raise ValueError(f"split must be 'train' or 'test', got {name!r}")
+        return self.examples(getattr(self, name))
+
+    def distinct_values(self, name: str) -> torch.Tensor:
+        """The example values a split contains: itself when stored as floats, else its
+        distinct stored integers as floats (cheap to check against a likelihood's support)."""
+        stored = getattr(self, name)
+        return stored if stored.is_floating_point() else self.examples(torch.unique(stored))
 
     @property
     def shape(self) -> tuple[int, ...]:

@@ -90,7 +90,7 @@ def write_run_figures(run_dir, vae, data, history, *, n: int = 50, seed: int = 0
         samples, title = vae.figure_samples(n, data)
         save_grid(samples, run_dir / "samples.png", title=title)
     split = "test" if data.test.shape[0] else "train"
-    x = getattr(data, split)[:20].to(vae.device)
+    x = data.examples(getattr(data, split)[:20]).to(vae.device)
     labels = getattr(data, f"{split}_labels")
     recon = vae.figure_reconstructions(x, None if labels is None else labels[:20].to(vae.device))
     pairs = torch.cat([x[:10], recon[:10], x[10:20], recon[10:20]])

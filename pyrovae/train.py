@@ -23,7 +23,7 @@ from . import runs
 from .assemble import build_objective, check_data, load_data, resolve_device
 from .data import Data
 from .errors import RunDirError, SpecError, TrainingDiverged
-from .evaluate import evaluate
+from .evaluate import elbo_summary
 from .spec import Spec, TrainSpec
 
 
@@ -116,7 +116,7 @@ def fit(vae, data=None, *, run_dir: str | Path | None = None, resume: bool = Fal
             total = torch.zeros((), device=device)
             perm = torch.randperm(n, device=device)
             for step, idx in enumerate(perm.split(opts.batch_size)):
-                x, y = x_train[idx], None if y_train is None else y_train[idx]
+                x, y = data.examples(x_train[idx]), None if y_train is None else y_train[idx]
                 objective.set_progress(epoch + step / steps_per_epoch)
                 # Pyro's argument and shape validation runs on the first step (it catches a
                 # component's shape bugs there); after that it only costs time: the data
@@ -140,7 +140,7 @@ def fit(vae, data=None, *, run_dir: str | Path | None = None, resume: bool = Fal
                 record["train_elbo"] = record["train_objective"]
             record.update(objective.epoch_metrics())
             if data.test.shape[0]:
-                ev = evaluate(vae, data, split="test", seed=epoch)
+                ev = elbo_summary(vae, data, split="test", seed=epoch)
                 vae.train()
                 record.update(test_elbo=ev["elbo"], test_elbo_se=ev["elbo_se"],
                               test_recon=ev["recon"], test_kl=ev["kl"])

@@ -9,10 +9,11 @@ import pytest
 import torch
 from pyro import poutine
 
+import pyrovae
 from pyrovae.cli import main
 from pyrovae.objectives import Objective, record_sites, registry, scale_sites
 
-from .conftest import linear_gaussian_vae
+from .conftest import linear_gaussian_vae, small_spec
 
 
 def site_log_probs(model, guide, x):
@@ -84,3 +85,36 @@ def test_every_objective_trains_from_the_cli(name, tmp_path, capsys):
     assert len(records) == 2
     for r in records:
         assert math.isfinite(r["train_objective"]) and math.isfinite(r["test_elbo"])
+
+
+@pytest.mark.parametrize("objective, option, guide", [
+    ("elbo", "objective.free_bits=0.5", "full_rank"),
+    ("beta_tcvae", None, "flow"),
+    ("dip_vae", "objective.kind=ii", "flow"),
+])
+def test_a_conditional_model_with_an_unsuitable_guide_is_refused_at_build(small_data, objective, option,
+                                                                          guide):
+    over = {"model.variant": "cvae", "model.guide": guide, "objective": objective}
+    if option:
+        k, v = option.split("=")
+        over[k] = v
+    with pytest.raises(pyrovae.SpecError, match="objective"):
+        pyrovae.build(small_spec(**over), data=small_data)
+
+
+@pytest.mark.parametrize("name", ["info_vae", "wae"])
+def test_mmd_objectives_train_through_a_one_example_batch(small_data, name):
+    # 200 examples in batches of 199: the last batch has one example (no unbiased MMD²)
+    vae = pyrovae.build(small_spec(objective=name), data=small_data)
+    history = pyrovae.fit(vae, small_data, epochs=1, batch_size=199, progress=False)
+    assert math.isfinite(history[-1]["train_objective"])
+
+
+def test_warmup_epochs_zero_means_no_warmup(small_data):
+    vae = pyrovae.build(small_spec(**{"objective.warmup": "linear", "objective.warmup_epochs": 0}),
+                        data=small_data)
+    from pyrovae.assemble import build_objective
+    assert build_objective(vae).current_beta == 1.0
+    with pytest.raises(pyrovae.SpecError, match="warmup_epochs"):
+        pyrovae.build(small_spec(**{"objective.warmup": "cyclical", "objective.warmup_epochs": 0}),
+                      data=small_data)

@@ -318,7 +318,7 @@ def test_fit_two_epochs_with_finite_numbers(small_data, name, opts):
 # ---- options --------------------------------------------------------------------------------
 @pytest.mark.parametrize("name,opts,word", [
     ("elbo", {"warmup": "exponential"}, "warmup"),
-    ("elbo", {"warmup": "linear", "warmup_epochs": 0}, "warmup_epochs"),
+    ("elbo", {"warmup": "cyclical", "warmup_epochs": 0}, "warmup_epochs"),
     ("elbo", {"warmup_epochs": -1.0}, "warmup_epochs"),
     ("elbo", {"warmup": "cyclical", "cycles": 0}, "cycles"),
     ("elbo", {"cycles": 1.5}, "cycles"),

@@ -77,11 +77,11 @@ class Objective:
     """
 
     is_elbo = False
+    """True when ``loss`` is exactly the negative ELBO (then ``fit`` also records it as
+    ``train_elbo``)."""
     supports_enumeration = False
     """True for objectives whose loss sums out enumerated guide sites (TraceEnum_ELBO);
     the others refuse models that enumerate (M2), which their penalties do not handle."""
-    """True when ``loss`` is exactly the negative ELBO (then ``fit`` also records it as
-    ``train_elbo``)."""
 
     def __init__(self, vae):
         if vae.enumerates and not self.supports_enumeration:
@@ -147,3 +147,23 @@ class Objective:
             return out
 
         return wrapped_model, wrapped_guide
+
+
+def probe(vae, n: int = 2):
+    """``(q, p)``: the guide head's q(z|·) on ``n`` all-zero feature vectors and p(z) for ``n``
+    draws, to check their families when an objective is built (no gradients, the RNG state
+    left as it was). Probing the head, not ``vae.encode``, works for every model variant
+    (label features are part of the head's input). ``None`` when the VAE has no such head."""
+    head = getattr(vae, "guide_head", None)
+    features = getattr(head, "in_features", None)
+    if head is None or not isinstance(features, int):
+        return None
+    like = next(head.parameters(), torch.empty(0))
+    was_training = vae.training
+    vae.eval()
+    try:
+        with torch.no_grad(), torch.random.fork_rng(devices=[like.device] if like.is_cuda else []):
+            zeros = torch.zeros(n, features, device=like.device, dtype=like.dtype)
+            return head(zeros), vae.prior(torch.Size((n,)))
+    finally:
+        vae.train(was_training)

@@ -19,8 +19,8 @@ from __future__ import annotations
 import torch
 
 from ..options import check_choice, check_nonnegative
-from .base import Objective, register
-from .tc import BatchMeans, factorised_base, probe
+from .base import Objective, probe, register
+from .tc import BatchMeans, factorised_base
 
 KINDS = ("i", "ii")
 

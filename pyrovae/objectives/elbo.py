@@ -22,7 +22,7 @@ import torch
 from torch.distributions import Distribution, Independent, kl_divergence
 
 from ..options import check_choice, check_int, check_nonnegative
-from .base import Objective, register, scale_sites
+from .base import Objective, probe, register, scale_sites
 from .schedules import warmup_schedule
 
 ESTIMATORS = {
@@ -80,21 +80,6 @@ def kl_per_dimension(q: Distribution, p: Distribution, z: torch.Tensor, guide: s
         return kl_divergence(qd, pd), True
     except NotImplementedError:
         return qd.log_prob(z) - pd.log_prob(z), False
-
-
-def probe(vae) -> tuple[Distribution, Distribution] | None:
-    """q(z|x) for one all-zero example and p(z) for one draw, to check their families when
-    an objective is built; None when the model's ``encode`` needs more than x."""
-    was_training = vae.training
-    try:
-        vae.eval()
-        x0 = torch.zeros((1, *vae.data_shape), device=vae.device)
-        with torch.no_grad(), torch.random.fork_rng(devices=[]):
-            return vae.encode(x0), vae.prior(torch.Size((1,)))
-    except Exception:  # e.g. a conditional model whose encode also needs y: checked at run time
-        return None
-    finally:
-        vae.train(was_training)
 
 
 def component_names(vae) -> tuple[str, str]:

@@ -61,7 +61,10 @@ class FactorVAE(Objective):
 
     As Pyro programs: the model gets ``pyro.factor(-γ · mean_i logit D(z_i) · N)`` with z
     the guide's draw; the discriminator takes one Adam step in ``after_step`` on that draw
-    (detached) against its dimension-wise permutation. Its parameters are not
+    (detached) against its dimension-wise permutation. (Kim & Mnih's Algorithm 1 permutes the
+    draw of a second, independent batch; permuting the same batch is the common
+    simplification: each column's permutation is a sample of Π_d q(z_d) either way, and it
+    needs no second pass of the encoder.) Its parameters are not
     ``vae.parameters()``; ``state_dict`` carries them and the optimizer state into
     checkpoints. ``epoch_metrics``: train_tc (mean logit, nats per example) and
     train_discriminator_accuracy (fraction, on the batch before each discriminator step).

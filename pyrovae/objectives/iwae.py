@@ -32,66 +32,22 @@ from __future__ import annotations
 
 import math
 
-import pyro
 import pyro.infer
 import torch
 from pyro import poutine
-from pyro.distributions.util import scale_and_mask
 from pyro.poutine.util import prune_subsample_sites
 
+from ..importance import (
+    log_weight_terms,
+    particle_plate,
+    particle_traces,
+    per_particle_example,
+    site_log_prob,
+)
 from ..options import check_choice, check_int
 from .base import Objective, register
 
 ESTIMATORS = ("iwae", "dreg")
-PARTICLES = "particles"  # name of the particle plate
-
-
-def particle_plate(fn, num_particles: int):
-    """``fn`` run inside ``pyro.plate("particles", K, dim=-2)``."""
-    def plated(*args, **kwargs):
-        with pyro.plate(PARTICLES, num_particles, dim=-2):
-            return fn(*args, **kwargs)
-    return plated
-
-
-def _site_log_prob(site) -> torch.Tensor:
-    """Log-density of a sample site summed over its event dims, masked, not scaled."""
-    lp = site["fn"].log_prob(site["value"], *site["args"], **site["kwargs"])
-    return scale_and_mask(lp, mask=site["mask"])
-
-
-def _per_particle_example(lp: torch.Tensor, site, shape: torch.Size) -> torch.Tensor:
-    """A site's log-density as (K, B): plates nested inside the data plate (dims < -2) are
-    summed; a site outside the data plate (dim -1) has no per-example weight and is refused."""
-    in_data = any(f.vectorized and f.dim == -1 for f in site["cond_indep_stack"])
-    if not in_data or lp.dim() < 1 or lp.shape[-1] != shape[-1]:
-        raise ValueError(
-            f"iwae: site {site['name']!r} (log-density shape {tuple(lp.shape)}) is not in the data plate "
-            f"(dim -1, {shape[-1]} examples); the bound is per example, so every sample site must sit "
-            "there (a global latent couples the examples' weights)")
-    if lp.dim() > 2:
-        lp = lp.reshape(-1, *lp.shape[-2:]).sum(0)
-    return lp.expand(shape)
-
-
-def log_weight_terms(model_trace, guide_trace, shape: torch.Size):
-    """(log p, log q), each (K, B): every sample site of the model (observed x, latent z, the
-    prior's own sites, factors) and every sample site of the guide, unscaled, summed per
-    particle and example. Also the scaled total that Trace_ELBO counts on these traces."""
-    lp = lq = 0.0
-    counted = 0.0
-    for sign, tr in ((1.0, model_trace), (-1.0, guide_trace)):
-        for site in tr.nodes.values():
-            if site["type"] != "sample":
-                continue
-            one = _site_log_prob(site)
-            counted = counted + sign * scale_and_mask(one, site["scale"]).sum()
-            one = _per_particle_example(one, site, shape)
-            if sign > 0:
-                lp = lp + one
-            else:
-                lq = lq + one
-    return lp, lq, counted
 
 
 @register("iwae")
@@ -119,18 +75,14 @@ class IWAE(Objective):
 
     # ---- the bound ------------------------------------------------------------------------
     def _traces(self, x, y, kwargs, num_particles: int):
-        guide_tr = prune_subsample_sites(poutine.trace(
-            particle_plate(self._inner_guide, num_particles)).get_trace(x, y, **kwargs))
-        model_tr = prune_subsample_sites(poutine.trace(poutine.replay(
-            particle_plate(self._inner_model, num_particles), trace=guide_tr)).get_trace(x, y, **kwargs))
-        return model_tr, guide_tr
+        return particle_traces(self._inner_model, self._inner_guide, x, y, num_particles, **kwargs)
 
     def _terms(self, model_tr, guide_tr, x, y, kwargs, num_particles: int):
         """(surrogate, bound, counted): per-example surrogate whose value is the bound and
         whose gradient is the chosen estimator's; the bound (detached); what Trace_ELBO
         counts on these two traces."""
         shape = torch.Size((num_particles, x.shape[0]))
-        lp, lq, counted = log_weight_terms(model_tr, guide_tr, shape)
+        lp, lq, counted = log_weight_terms(model_tr, guide_tr, shape, who="iwae")
         log_w = lp - lq
         bound = torch.logsumexp(log_w, 0) - math.log(num_particles)
         for name, site in guide_tr.nodes.items():
@@ -145,7 +97,7 @@ class IWAE(Objective):
         for site in guide_tr.nodes.values():
             if site["type"] == "sample" and not site["is_observed"]:
                 detached = dict(site, value=site["value"].detach())
-                lq_direct = lq_direct + _per_particle_example(_site_log_prob(detached), site, shape)
+                lq_direct = lq_direct + per_particle_example(site_log_prob(detached), site, shape, who="iwae")
         latents = {name: site["value"].detach() for name, site in model_tr.nodes.items()
                    if site["type"] == "sample" and not site["is_observed"]}
         with poutine.block():
@@ -154,7 +106,7 @@ class IWAE(Objective):
         lp_direct = 0.0
         for site in model_direct.nodes.values():
             if site["type"] == "sample":
-                lp_direct = lp_direct + _per_particle_example(_site_log_prob(site), site, shape)
+                lp_direct = lp_direct + per_particle_example(site_log_prob(site), site, shape, who="iwae")
         w = torch.softmax(log_w.detach(), 0)
         path = (lp - lp_direct) - (lq - lq_direct)  # value 0; gradient: only through z
         surrogate = (w.pow(2) * path).sum(0) + (w * lp_direct).sum(0)
@@ -165,7 +117,7 @@ class IWAE(Objective):
         """log w_k = log p(x, z_k) - log q(z_k|x), z_k ~ q(z|x), shaped (K, B), differentiable."""
         k = self.num_particles if num_particles is None else check_int("num_particles", num_particles)
         model_tr, guide_tr = self._traces(x, y, kwargs, k)
-        lp, lq, _ = log_weight_terms(model_tr, guide_tr, torch.Size((k, x.shape[0])))
+        lp, lq, _ = log_weight_terms(model_tr, guide_tr, torch.Size((k, x.shape[0])), who="iwae")
         return lp - lq
 
     @torch.no_grad()

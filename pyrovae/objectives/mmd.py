@@ -298,6 +298,8 @@ class InfoVAE(Objective):
 
     def _penalty(self, record, x):
         zq, zp = latent_samples(record)
+        if zq.shape[0] < 2:  # the unbiased MMD² needs 2 points: a 1-example batch has no penalty
+            return zq.new_zeros(())
         d = mmd2(zq, zp, self.kernel, bandwidth=self.bandwidth, scales=self.scales)
         self._log.add(d)
         return self.mmd_weight * d
@@ -333,6 +335,8 @@ class WAE(Objective):
 
     def _penalty(self, record, x):
         zq, zp = latent_samples(record)
+        if zq.shape[0] < 2:  # the unbiased MMD² needs 2 points: a 1-example batch has no penalty
+            return zq.new_zeros(())
         d = mmd2(zq, zp, self.kernel, bandwidth=self.bandwidth, scales=self.scales)
         self._log.add(d)
         return self.lam * d

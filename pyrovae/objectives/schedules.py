@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 
-from ..options import check_choice, check_int, check_positive
+from ..options import check_choice, check_int, check_nonnegative, check_positive
 
 WARMUPS = ("none", "linear", "cyclical")
 
@@ -55,7 +55,8 @@ def warmup_schedule(kind: str, *, epochs: float, cycles: int, ratio: float):
     """The warm-up ``kind`` (``none``, ``linear``, ``cyclical``) as a function t -> w(t),
     with its options checked (a ``ValueError`` names the bad option)."""
     check_choice("warmup", kind, WARMUPS)
-    epochs = check_positive("warmup_epochs", epochs)
+    # 0 epochs: no warm-up (w = 1 throughout) for none/linear; a cycle needs a length
+    epochs = (check_positive if kind == "cyclical" else check_nonnegative)("warmup_epochs", epochs)
     cycles = check_int("cycles", cycles)
     ratio = check_positive("cycle_ratio", ratio)
     if ratio > 1:

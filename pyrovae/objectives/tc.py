@@ -29,7 +29,7 @@ import pyro.distributions as dist
 import torch
 
 from ..options import check_choice, check_nonnegative
-from .base import Objective, register, scale_sites
+from .base import Objective, probe, register, scale_sites
 
 SAMPLING = ("mss", "mws")
 
@@ -193,23 +193,6 @@ class BatchMeans:
             out[prefix + name], out[prefix + name + "_se"] = mean.item(), se
         self.reset()
         return out
-
-
-def probe(vae, n: int = 2):
-    """``(q, p)``: q(z|x) and p(z) for ``n`` all-zero inputs, to check their structure when an
-    objective is built (no gradients, the RNG state is left as it was). ``None`` when the
-    VAE cannot be probed that way (a model whose encoder needs more than x)."""
-    try:
-        device = next(vae.parameters()).device
-    except StopIteration:
-        device = torch.device("cpu")
-    devices = [device] if device.type == "cuda" else []
-    try:
-        with torch.no_grad(), torch.random.fork_rng(devices=devices):
-            x0 = torch.zeros((n, *vae.data_shape), device=device)
-            return vae.encode(x0), vae.prior(torch.Size((n,)))
-    except Exception:  # noqa: BLE001 - a best-effort early check; the penalty checks again
-        return None
 
 
 @register("beta_tcvae")
