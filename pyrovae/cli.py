@@ -101,25 +101,19 @@ def _sample(args) -> int:
 
 def _evaluate(args) -> int:
     from .assemble import check_data, load_data
-    from .evaluate import evaluate
+    from .evaluate import evaluate, format_table
     from .runs import load, write_text
 
+    if not 0 <= args.num_particles <= 100_000:
+        raise PyrovaeError(f"--num-particles must be in [0, 100000] (0 skips importance sampling), "
+                           f"got {args.num_particles}")
     vae = load(args.run_dir)
     data = load_data(vae.spec)
     check_data(vae, data)
-    res = evaluate(vae, data, split=args.split, seed=args.seed)
+    res = evaluate(vae, data, split=args.split, seed=args.seed, num_particles=args.num_particles)
     res["run_dir"], res["epoch"] = str(args.run_dir), vae.epoch
     write_text(Path(args.run_dir) / "evaluation.json", json.dumps(res, indent=2) + "\n")
-    print(f"{args.split} split, {res['n']} examples, epoch {vae.epoch} (nats per example, ± 1 s.e.)")
-    rows = [("ELBO", "elbo"), ("reconstruction E_q log p(x|z)", "recon"),
-            (f"KL(q(z|x) || p(z)) [{res['kl_estimator']}]", "kl")]
-    for label, k in rows:
-        print(f"  {label:<42} {res[k]:>10.3f} ± {res[k + '_se']:.3f}")
-    print(f"  {'-ELBO in bits per dimension':<42} {res['neg_elbo_bits_per_dim']:>10.4f} ± "
-          f"{res['neg_elbo_bits_per_dim_se']:.4f}")
-    if "accuracy" in res:
-        print(f"  {'classifier accuracy q(y|x) (fraction correct)':<42} {res['accuracy']:>10.4f} ± "
-              f"{res['accuracy_se']:.4f}")
+    print(format_table(res))
     print(f"wrote {Path(args.run_dir) / 'evaluation.json'}")
     return 0
 
@@ -165,10 +159,12 @@ def parser() -> argparse.ArgumentParser:
                    help="condition on label Y (model.variant cvae or m2): a class index, or "
                         "comma-separated attribute values for a cvae with labels: attributes")
     s.set_defaults(func=_sample)
-    e = sub.add_parser("evaluate", help="ELBO, reconstruction and KL of a trained VAE")
+    e = sub.add_parser("evaluate", help="log p(x) (importance sampled), ELBO parts and collapse diagnostics")
     e.add_argument("run_dir")
     e.add_argument("--split", choices=["train", "test"], default="test")
     e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--num-particles", type=int, default=1000, metavar="K",
+                   help="importance samples per example for log p(x) (default 1000; 0 skips it)")
     e.set_defaults(func=_evaluate)
     ls = sub.add_parser("list", help="every registered component with its options")
     ls.add_argument("kind", nargs="?", help="only this kind: data, encoder, decoder, likelihood, prior, "

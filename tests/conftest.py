@@ -53,9 +53,9 @@ def small_vae(small_data):
     return pyrovae.build(small_spec(), data=small_data)
 
 
-def linear_gaussian_vae(latent_dim=2, data_dim=5, sigma=0.5, seed=0):
+def linear_gaussian_vae(latent_dim=2, data_dim=5, sigma=0.5, seed=0, guide="diagonal_normal"):
     """A linear-Gaussian VAE (probabilistic PCA): x = W z + b + σ ε, z ~ N(0, I)."""
-    spec = {"model": {"latent_dim": latent_dim,
+    spec = {"model": {"latent_dim": latent_dim, "guide": guide,
                       "encoder": {"name": "mlp", "hidden": []},
                       "decoder": {"name": "mlp", "hidden": []},
                       "likelihood": {"name": "normal", "scale": sigma}},
@@ -67,3 +67,35 @@ def ppca_log_marginal(vae, x):
     """Exact log N(x; b, W Wᵀ + σ² I) from the linear decoder's weights (checked against
     importance sampling in test_model and against scipy in test_ppca)."""
     return PPCA.from_linear_vae(vae).log_prob(x)
+
+
+def set_ppca_posterior(vae, W, b, sigma, *, scale_factor: float = 1.0):
+    """Set a linear-Gaussian VAE (``linear_gaussian_vae(..., guide full_rank)``) to decoder
+    x = W z + b + σ ε and its guide to the exact posterior N(A (x - b), M⁻¹), A = M⁻¹Wᵀ/σ²,
+    M = I + WᵀW/σ²; ``scale_factor`` multiplies the posterior's Cholesky factor (a bad guide)."""
+    L = W.shape[1]
+    M = torch.eye(L, dtype=torch.double) + W.T.double() @ W.double() / sigma**2
+    Minv = torch.linalg.inv(M)
+    A = Minv @ W.T.double() / sigma**2
+    chol = torch.linalg.cholesky(Minv) * scale_factor
+    head = vae.guide_head
+    with torch.no_grad():
+        vae.decoder.net[0].weight.copy_(W)
+        vae.decoder.net[0].bias.copy_(b)
+        lin = head.linear
+        lin.weight.zero_()
+        lin.bias.zero_()
+        lin.weight[:L] = A.float()
+        lin.bias[:L] = (-A @ b.double()).float()
+        raw = chol.diagonal() - head.min_scale          # softplus(raw_param) = raw
+        lin.bias[L:2 * L] = (raw + torch.log(-torch.expm1(-raw))).float()
+        lin.bias[2 * L:] = chol[head.rows, head.cols].float()
+    return M, Minv, A
+
+
+def ppca_posterior(W, b, sigma, x):
+    """Exact posterior mean (n, L) and covariance (L, L) of z given x for x = W z + b + σ ε."""
+    L = W.shape[1]
+    M = torch.eye(L, dtype=torch.double) + W.T.double() @ W.double() / sigma**2
+    Minv = torch.linalg.inv(M)
+    return (x.double() - b.double()) @ (Minv @ W.T.double() / sigma**2).T, Minv
