@@ -1,4 +1,4 @@
-"""The ``pyrovae`` command: train, sample, evaluate, list."""
+"""The ``pyrovae`` command: train, sample, evaluate, analyze, list."""
 
 from __future__ import annotations
 
@@ -118,6 +118,36 @@ def _evaluate(args) -> int:
     return 0
 
 
+def _analyze(args) -> int:
+    from .analysis.analyze import analyze
+    from .analysis.ppc import STATISTICS
+    from .assemble import check_data, load_data
+    from .runs import load
+
+    for name, low in (("max_examples", 1), ("num_particles", 1), ("num_draws", 10), ("export_draws", 1),
+                      ("mcmc_examples", 0), ("mcmc_chains", 1), ("mcmc_samples", 10), ("mcmc_warmup", 0)):
+        if getattr(args, name) < low:
+            flag = "--" + name.replace("_", "-")
+            raise PyrovaeError(f"{flag} must be at least {low}, got {getattr(args, name)}")
+    if args.statistic is not None and args.statistic not in STATISTICS:
+        raise PyrovaeError(f"--statistic {args.statistic!r} (valid choices: {', '.join(STATISTICS)})")
+    vae = load(args.run_dir)
+    data = load_data(vae.spec)
+    check_data(vae, data)
+    res = analyze(vae, data, args.run_dir, split=args.split, max_examples=args.max_examples,
+                  num_particles=args.num_particles, num_draws=args.num_draws, export_draws=args.export_draws,
+                  statistic=args.statistic, mcmc_examples=args.mcmc_examples, mcmc_chains=args.mcmc_chains,
+                  mcmc_samples=args.mcmc_samples, mcmc_warmup=args.mcmc_warmup, seed=args.seed,
+                  progress=lambda m: print(m, file=sys.stderr))
+    ps = res["psis"]
+    print(f"PSIS k̂ of the guide: {100 * ps['fraction_above_threshold']:.1f}% of {ps['n']} examples above "
+          f"{ps['threshold']:.2f}; log p(x) {res['evaluation']['log_px']:.3f} ± "
+          f"{res['evaluation']['log_px_se']:.3f} nats per example")
+    print(f"wrote {res['report']} and {Path(args.run_dir) / 'analysis'}/ "
+          f"(figures, posterior.nc, analysis.json)")
+    return 0
+
+
 def _list(args) -> int:
     from .assemble import REGISTRIES
 
@@ -166,6 +196,23 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--num-particles", type=int, default=1000, metavar="K",
                    help="importance samples per example for log p(x) (default 1000; 0 skips it)")
     e.set_defaults(func=_evaluate)
+    a = sub.add_parser("analyze", help="posterior analysis: PSIS k̂, ArviZ netCDF, PPC, NUTS, figures, "
+                                        "report.md")
+    a.add_argument("run_dir")
+    a.add_argument("--split", choices=["train", "test"], default="test")
+    a.add_argument("--max-examples", type=int, default=500, help="analyse the split's first N examples")
+    a.add_argument("--num-particles", type=int, default=1000, metavar="K",
+                   help="importance samples per example for log p(x)")
+    a.add_argument("--num-draws", type=int, default=1000, metavar="S", help="guide draws per example for k̂")
+    a.add_argument("--export-draws", type=int, default=100, help="draws per chain (4 chains) in posterior.nc")
+    a.add_argument("--statistic",
+                   help="posterior predictive statistic: mean, sum or sd (default by likelihood)")
+    a.add_argument("--mcmc-examples", type=int, default=4, help="examples refined by NUTS (0: none)")
+    a.add_argument("--mcmc-chains", type=int, default=4)
+    a.add_argument("--mcmc-samples", type=int, default=500, help="NUTS draws per chain after warm-up")
+    a.add_argument("--mcmc-warmup", type=int, default=500, help="NUTS warm-up steps per chain")
+    a.add_argument("--seed", type=int, default=0)
+    a.set_defaults(func=_analyze)
     ls = sub.add_parser("list", help="every registered component with its options")
     ls.add_argument("kind", nargs="?", help="only this kind: data, encoder, decoder, likelihood, prior, "
                     "guide or objective")

@@ -12,7 +12,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 
-def _as_images(x: torch.Tensor) -> np.ndarray:
+def as_images(x: torch.Tensor) -> np.ndarray:
     """(N, C, H, W) or (N, H, W) -> (N, H, W[, 3]) floats; vectors -> (N, 1, D)."""
     x = x.detach().float().cpu()
     if x.dim() == 4 and x.shape[1] in (1, 3):
@@ -25,7 +25,7 @@ def _as_images(x: torch.Tensor) -> np.ndarray:
 
 def image_grid(x: torch.Tensor, ncol: int) -> np.ndarray:
     """Tile examples into one array, ``ncol`` per row, a 1-pixel gap between them."""
-    imgs = _as_images(x)
+    imgs = as_images(x)
     n, h, w = imgs.shape[:3]
     nrow = -(-n // ncol)
     grid = np.full((nrow * (h + 1) - 1, ncol * (w + 1) - 1, *imgs.shape[3:]), np.nan)
@@ -37,6 +37,7 @@ def image_grid(x: torch.Tensor, ncol: int) -> np.ndarray:
 
 def save_grid(x: torch.Tensor, path, *, ncol: int = 10, title: str = "") -> Path:
     """Write a grid of examples (images, or vectors as heat-map rows) to ``path``."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
     grid = image_grid(x, ncol)
     lo, hi = np.nanmin(grid), np.nanmax(grid)
     if 0 <= lo and hi <= 1:
