@@ -6,7 +6,7 @@
     vae.model, vae.guide                                  # plain Pyro callables
 """
 
-from . import data, guides, likelihoods, networks, objectives, priors
+from . import data, groundtruth, guides, likelihoods, networks, objectives, priors
 from .assemble import build, resolve
 from .errors import DataError, PyrovaeError, RunDirError, SpecError, TrainingDiverged
 from .evaluate import evaluate
@@ -17,8 +17,18 @@ from .train import fit
 
 __version__ = "0.1.0"
 
+
+def __getattr__(name):
+    """``pyrovae.metrics`` and ``pyrovae.analysis`` load on first use (they import scikit-learn
+    and ArviZ, which plain training does not need)."""
+    if name in ("metrics", "analysis"):
+        import importlib
+
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 __all__ = [
     "VAE", "Component", "DataError", "PyrovaeError", "RunDirError", "Spec", "SpecError",
-    "TrainingDiverged", "build", "data", "evaluate", "fit", "guides", "likelihoods", "load",
+    "TrainingDiverged", "build", "data", "evaluate", "fit", "groundtruth", "guides", "likelihoods", "load",
     "networks", "objectives", "priors", "resolve",
 ]

@@ -107,15 +107,46 @@ def _evaluate(args) -> int:
     if not 0 <= args.num_particles <= 100_000:
         raise PyrovaeError(f"--num-particles must be in [0, 100000] (0 skips importance sampling), "
                            f"got {args.num_particles}")
+    metric_options = _metric_options(args.metric_set)
     vae = load(args.run_dir)
     data = load_data(vae.spec)
     check_data(vae, data)
+    if args.metrics is not None:
+        from . import metrics
+
+        names = metrics.metric_names(args.metrics)  # bad names and options fail before the slow part
+        metrics.resolve_options(names, metric_options)
+        if data.ground_truth is None:
+            raise PyrovaeError(
+                f"--metrics needs data with known generating factors (data.name dsprites, shapes_small, "
+                f"shapes3d or mpi3d); this run's data is {vae.spec.data.name!r}")
     res = evaluate(vae, data, split=args.split, seed=args.seed, num_particles=args.num_particles)
     res["run_dir"], res["epoch"] = str(args.run_dir), vae.epoch
-    write_text(Path(args.run_dir) / "evaluation.json", json.dumps(res, indent=2) + "\n")
     print(format_table(res))
+    if args.metrics is not None:
+        if args.metric_seeds < 1:
+            raise PyrovaeError(f"--metric-seeds must be at least 1, got {args.metric_seeds}")
+        seeds = list(range(args.seed, args.seed + args.metric_seeds))
+        print(f"disentanglement metrics on the encoder mean, seeds {seeds} ...", file=sys.stderr)
+        found = metrics.compute(names, data.ground_truth, metrics.encoder_mean(vae), seeds=seeds,
+                                **metric_options)
+        res["disentanglement"] = found
+        print(metrics.format_table(found))
+    write_text(Path(args.run_dir) / "evaluation.json", json.dumps(res, indent=2) + "\n")
     print(f"wrote {Path(args.run_dir) / 'evaluation.json'}")
     return 0
+
+
+def _metric_options(items: list[str]) -> dict:
+    """``--metric-set num_train=2000 --metric-set dci.num_train=1000`` as compute()'s options."""
+    from .spec import apply_override
+
+    out: dict = {}
+    for item in items:
+        if "=" not in item:
+            raise PyrovaeError(f"--metric-set expects key=value or metric.key=value, got {item!r}")
+        out = apply_override(out, item)
+    return out
 
 
 def _analyze(args) -> int:
@@ -195,6 +226,14 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--num-particles", type=int, default=1000, metavar="K",
                    help="importance samples per example for log p(x) (default 1000; 0 skips it)")
+    e.add_argument("--metrics", metavar="NAMES",
+                   help="disentanglement metrics for ground-truth data, comma-separated: beta_vae, "
+                        "factor_vae, mig, dci, sap, modularity")
+    e.add_argument("--metric-seeds", type=int, default=3, metavar="N",
+                   help="run each metric with seeds SEED..SEED+N-1 and report the spread (default 3)")
+    e.add_argument("--metric-set", action="append", default=[], metavar="KEY=VALUE",
+                   help="a metric option for every metric that has it (num_train=2000) or for one "
+                        "(dci.num_train=1000); repeatable")
     e.set_defaults(func=_evaluate)
     a = sub.add_parser("analyze", help="posterior analysis: PSIS k̂, ArviZ netCDF, PPC, NUTS, figures, "
                                         "report.md")
