@@ -168,7 +168,8 @@ def _analyze(args) -> int:
     res = analyze(vae, data, args.run_dir, split=args.split, max_examples=args.max_examples,
                   num_particles=args.num_particles, num_draws=args.num_draws, export_draws=args.export_draws,
                   statistic=args.statistic, mcmc_examples=args.mcmc_examples, mcmc_chains=args.mcmc_chains,
-                  mcmc_samples=args.mcmc_samples, mcmc_warmup=args.mcmc_warmup, seed=args.seed,
+                  mcmc_samples=args.mcmc_samples, mcmc_warmup=args.mcmc_warmup,
+                  mcmc_chain_method=args.mcmc_chain_method, seed=args.seed,
                   progress=lambda m: print(m, file=sys.stderr))
     ps = res["psis"]
     print(f"PSIS k̂ of the guide: {100 * ps['fraction_above_threshold']:.1f}% of {ps['n']} examples above "
@@ -250,6 +251,9 @@ def parser() -> argparse.ArgumentParser:
     a.add_argument("--mcmc-chains", type=int, default=4)
     a.add_argument("--mcmc-samples", type=int, default=500, help="NUTS draws per chain after warm-up")
     a.add_argument("--mcmc-warmup", type=int, default=500, help="NUTS warm-up steps per chain")
+    a.add_argument("--mcmc-chain-method", choices=["sequential", "vectorized"], default="sequential",
+                   help="independent chains one after another, or one vectorized run (~2.5x faster; "
+                        "the chains share step sizes)")
     a.add_argument("--seed", type=int, default=0)
     a.set_defaults(func=_analyze)
     ls = sub.add_parser("list", help="every registered component with its options")

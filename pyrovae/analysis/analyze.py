@@ -57,7 +57,7 @@ def choose_mcmc_examples(khat: np.ndarray, count: int) -> np.ndarray:
 def analyze(vae, data, run_dir, *, split: str = "test", max_examples: int = 500, num_particles: int = 1000,
             num_draws: int = 1000, export_draws: int = 100, export_chains: int = 4,
             statistic: str | None = None, mcmc_examples: int = 4, mcmc_chains: int = 4,
-            mcmc_samples: int = 500, mcmc_warmup: int = 500,
+            mcmc_samples: int = 500, mcmc_warmup: int = 500, mcmc_chain_method: str = "sequential",
             seed: int = 0, progress=print) -> dict:
     """Run every analysis step on ``data``'s ``split`` and write the report; returns the results.
 
@@ -66,7 +66,8 @@ def analyze(vae, data, run_dir, *, split: str = "test", max_examples: int = 500,
     ``num_draws``: guide draws per example for k̂; ``export_draws`` x ``export_chains``:
     draws per example in ``posterior.nc``; ``statistic``: the PPC statistic (default by
     likelihood: ``sum`` for counts, else ``mean``); ``mcmc_examples`` (0 skips NUTS), chains,
-    samples and warm-up per chain.
+    samples and warm-up per chain, ``mcmc_chain_method`` (``sequential``: independent chains;
+    ``vectorized``: faster, chains share step sizes).
     """
     run_dir = Path(run_dir)
     out = run_dir / OUT
@@ -121,7 +122,10 @@ def analyze(vae, data, run_dir, *, split: str = "test", max_examples: int = 500,
             for p in ppc.figures(dt, out, stat):
                 figs[p.stem] = p
 
-            if mcmc_examples > 0:
+            if mcmc_examples > 0 and getattr(vae, "enumerates", False):
+                results["mcmc"] = {"notes": "skipped: NUTS needs continuous latents, and this model's y "
+                                            "is discrete (model.variant m2)"}
+            elif mcmc_examples > 0:
                 from . import mcmc
                 chosen = choose_mcmc_examples(ps.khat, mcmc_examples)
                 say(f"NUTS on z for examples {', '.join(str(int(ps.index[i])) for i in chosen)} "
@@ -129,7 +133,8 @@ def analyze(vae, data, run_dir, *, split: str = "test", max_examples: int = 500,
                 idx = torch.as_tensor(chosen, device=x.device)
                 ref = mcmc.refine(vae, x[idx], None if given is None else given[idx], num_chains=mcmc_chains,
                                   num_samples=mcmc_samples, warmup_steps=mcmc_warmup, seed=seed,
-                                  num_particles=num_particles, obs_index=ps.index[chosen])
+                                  num_particles=num_particles, obs_index=ps.index[chosen],
+                                  chain_method=mcmc_chain_method)
                 results["mcmc"] = ref.to_dict()
                 figs["mcmc"] = mcmc.figure(ref, out / "mcmc.png")
 

@@ -103,14 +103,23 @@ def render(results: dict, figures: dict, root: Path) -> str:
     return "\n".join(f"## {next(number)}. {ln[3:]}" if ln.startswith("## ") else ln for ln in lines)
 
 
+MCMC_COLUMNS = (("inference gap", "inference_gap"), ("approximation gap", "approximation_gap"),
+                ("amortization gap", "amortization_gap"))
+
+
 def _mcmc_table(mcmc: dict) -> list[str]:
     rows = mcmc.get("examples") or []
     if not rows:
-        return [f"{mcmc}", ""]
-    keys = [k for k in rows[0] if k not in ("index",)]
-    out = ["| example | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
+        return [mcmc.get("notes", ""), ""]
+    out = ["| example | log p(x) | " + " | ".join(c for c, _ in MCMC_COLUMNS)
+           + " | max abs mean diff (NUTS sd) | guide/NUTS sd ratio | max R-hat | min bulk ESS |",
+           "|---" * (len(MCMC_COLUMNS) + 6) + "|"]
     for r in rows:
-        out.append(f"| {r.get('index')} | " + " | ".join(_fmt(r[k]) for k in keys) + " |")
+        gaps = " | ".join(f"{_fmt(r.get(k))} ± {_fmt(r.get(k + '_se'))}" for _, k in MCMC_COLUMNS)
+        out.append(f"| {r.get('index')} | {_fmt(r.get('log_px'))} ± {_fmt(r.get('log_px_se'))} | {gaps} | "
+                   f"{_fmt(r.get('max_abs_mean_difference'), 2)} | {_fmt(r.get('sd_ratio_min'), 2)} – "
+                   f"{_fmt(r.get('sd_ratio_max'), 2)} | {_fmt(r.get('rhat_max'), 3)} | "
+                   f"{_fmt(r.get('ess_bulk_min'), 0)} |")
     if mcmc.get("notes"):
         out += ["", mcmc["notes"]]
     return out + [""]
