@@ -181,10 +181,12 @@ def _analyze(args) -> int:
 
 
 def _list(args) -> int:
+    from . import metrics
     from .assemble import REGISTRIES
 
-    short = {k: k.split(".")[-1] for k in REGISTRIES}
-    chosen = {k: r for k, r in REGISTRIES.items() if args.kind in (None, k, short[k], r.kind)}
+    registries = {**REGISTRIES, "metrics": metrics.registry}  # evaluate --metrics names
+    short = {k: k.split(".")[-1] for k in registries}
+    chosen = {k: r for k, r in registries.items() if args.kind in (None, k, short[k], r.kind)}
     if not chosen:
         raise SpecError("list", f"unknown component kind {args.kind!r}", value=args.kind,
                         choices=list(short.values()))
@@ -258,7 +260,7 @@ def parser() -> argparse.ArgumentParser:
     a.set_defaults(func=_analyze)
     ls = sub.add_parser("list", help="every registered component with its options")
     ls.add_argument("kind", nargs="?", help="only this kind: data, encoder, decoder, likelihood, prior, "
-                    "guide or objective")
+                    "guide, objective, variant or metric")
     ls.set_defaults(func=_list)
     return p
 
