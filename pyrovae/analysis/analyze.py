@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from pathlib import Path
 
 import numpy as np
@@ -88,6 +89,14 @@ def analyze(vae, data, run_dir, *, split: str = "test", max_examples: int = 500,
     results = {"run_dir": str(run_dir), "split": split, "n": n, "epoch": getattr(vae, "epoch", None),
                "model": model_name, "unit": "nats per example"}
     figs: dict[str, Path] = {}
+    seconds: dict[str, float] = {}
+    clock = [time.perf_counter()]
+
+    def lap(step: str) -> None:  # wall-clock seconds of the step just finished
+        now = time.perf_counter()
+        seconds[step] = round(now - clock[0], 2)
+        clock[0] = now
+
     was_training = vae.training
     vae.eval()
     try:
@@ -97,6 +106,7 @@ def analyze(vae, data, run_dir, *, split: str = "test", max_examples: int = 500,
             ev = evaluate(vae, _first(data, split, n), split=split, num_particles=num_particles, seed=seed)
             ev["epoch"] = results["epoch"]
             results["evaluation"] = ev
+            lap("evaluate")
 
             say(f"PSIS k̂ of the guide: {num_draws} draws for each of {n} examples ...")
             ps = psis.psis_diagnostics(vae, x, given, num_draws=num_draws)
@@ -107,6 +117,7 @@ def analyze(vae, data, run_dir, *, split: str = "test", max_examples: int = 500,
                 x[torch.as_tensor(worst, device=x.device)], out / "worst_khat.png",
                 captions=[f"#{ps.index[i]} k̂ {ps.khat[i]:.2f}" for i in worst],
                 title="examples with the largest PSIS k̂ (the guide covers their posterior worst)")
+            lap("psis")
 
             m = min(n, 200)
             say(f"ArviZ export: {export_chains} x {export_draws} guide draws for {m} examples ...")
@@ -115,12 +126,14 @@ def analyze(vae, data, run_dir, *, split: str = "test", max_examples: int = 500,
                                     attrs={"run_dir": str(run_dir), "split": split})
             export.save_netcdf(dt, out / "posterior.nc")
             results["netcdf"] = f"{OUT}/posterior.nc"
+            lap("export")
 
             stat = statistic or ppc.default_statistic(vae.spec.model.likelihood.name)
             say(f"posterior predictive check of T = {ppc.STATISTICS[stat][0]} ...")
             results["ppc"] = ppc.check(dt, stat)
             for p in ppc.figures(dt, out, stat):
                 figs[p.stem] = p
+            lap("ppc")
 
             if mcmc_examples > 0 and getattr(vae, "enumerates", False):
                 results["mcmc"] = {"notes": "skipped: NUTS needs continuous latents, and this model's y "
@@ -137,11 +150,14 @@ def analyze(vae, data, run_dir, *, split: str = "test", max_examples: int = 500,
                                   chain_method=mcmc_chain_method)
                 results["mcmc"] = ref.to_dict()
                 figs["mcmc"] = mcmc.figure(ref, out / "mcmc.png")
+            lap("mcmc")
 
             say("figures ...")
             figs.update(_latent_figures(vae, x, given, labels, ev, out, seed))
+            lap("figures")
     finally:
         vae.train(was_training)
+    results["seconds"] = seconds
     atomic_write(out / "analysis.json",
                  lambda p: p.write_text(json.dumps(_json_safe(results), indent=2) + "\n"))
     results["figures"] = {k: str(v) for k, v in figs.items()}

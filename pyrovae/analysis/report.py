@@ -99,6 +99,9 @@ def render(results: dict, figures: dict, root: Path) -> str:
                   "", "```python", "import arviz as az",
                   f"dt = az.from_netcdf('{results['netcdf']}')",
                   "az.summary(dt, var_names=['z'])", "```", ""]
+    if results.get("seconds"):
+        lines += ["", "Time per step (wall-clock seconds): "
+                  + ", ".join(f"{k} {v:.1f}" for k, v in results["seconds"].items()) + "."]
     number = iter(range(1, 100))
     return "\n".join(f"## {next(number)}. {ln[3:]}" if ln.startswith("## ") else ln for ln in lines)
 
