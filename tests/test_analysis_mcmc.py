@@ -168,3 +168,12 @@ def test_x_of_the_wrong_shape_is_refused(shape, words):
         mcmc.refine(vae, torch.zeros(shape))
     with pytest.raises(DataError, match="NaN"):
         mcmc.refine(vae, torch.full((2, 5), float("nan")))
+
+
+def test_the_compiled_potential_gives_the_same_posterior():
+    vae, x, W, b = _ppca(1.0, 1)
+    res = mcmc.refine(vae, x, num_chains=1, num_samples=300, warmup_steps=100, num_particles=100,
+                      local_steps=0, jit=True, seed=2)
+    mean, cov = ppca_posterior(W, b, SIGMA, x)
+    assert res.nuts_draws.shape == (1, 300, 1, 2)
+    assert np.all(np.abs(res.nuts_mean - mean.numpy()) < 5 * res.nuts_mean_mcse)
