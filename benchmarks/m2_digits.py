@@ -52,6 +52,7 @@ from torch import nn
 
 import pyrovae
 import pyrovae.train
+from pyrovae.evaluate import elbo_summary
 from pyrovae.networks import mlp
 
 
@@ -142,7 +143,7 @@ def main() -> None:
         t0 = time.perf_counter()
         pyrovae.fit(vae, data, progress=False)
         t_m2 = time.perf_counter() - t0
-        res = pyrovae.evaluate(vae, data)
+        res = elbo_summary(vae, data)
         with torch.no_grad():
             pred_m2 = vae.classify(data.test).argmax(1)
         c_m2 = (pred_m2 == data.test_labels).double()

@@ -8,7 +8,7 @@ What it measures
     N/B), the other with the Pyro VAE tutorial's loop (DataLoader(shuffle=True),
     SVI + pyro.optim.Adam + Trace_ELBO, ``svi.step(x)``), both for ``--epochs`` epochs,
     batch 128, lr 1e-3. Both are then scored on the same digits test split (359
-    examples) with ``pyrovae.evaluate.evaluate`` (ELBO with analytic KL, one z draw per
+    examples) with ``pyrovae.evaluate.elbo_summary`` (ELBO with analytic KL, one z draw per
     example, evaluation seed fixed).
 
 How to read the output
@@ -39,11 +39,11 @@ import torch
 from _common import build, same_weights, train_tutorial, versions
 
 import pyrovae
-from pyrovae.evaluate import elbo_parts, evaluate, mean_se
+from pyrovae.evaluate import elbo_parts, elbo_summary, mean_se
 
 
 def test_parts(vae, x, seed):
-    """Per-example test ELBO exactly as ``evaluate(vae, data, split='test', seed=seed)``."""
+    """Per-example test ELBO exactly as ``elbo_summary(vae, data, split="test", seed=seed)``."""
     was = vae.training
     vae.eval()
     try:
@@ -69,7 +69,7 @@ def one_seed(data, seed, epochs, device, eval_seed):
     # the tutorial trained vae_tut's own parameters (not copies in the param store)
     assert any(not torch.equal(init[k], v) for k, v in vae_tut.state_dict().items())
 
-    ev = {name: evaluate(vae, data, split="test", seed=eval_seed)
+    ev = {name: elbo_summary(vae, data, split="test", seed=eval_seed)
           for name, vae in (("fit", vae_fit), ("tutorial", vae_tut))}
     x = data.test.to(device)
     e_fit, e_tut = test_parts(vae_fit, x, eval_seed), test_parts(vae_tut, x, eval_seed)
